@@ -1,0 +1,1 @@
+"""tenfold: one Lightning experiment platform for ten computer-vision methods."""
