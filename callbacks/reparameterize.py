@@ -1,0 +1,26 @@
+"""Re-parameterize at export: the exported model is the folded one, checked against the trained one.
+
+The platform's export step calls `transform_for_export` of every callback that has it; training
+itself never sees the folded model. For an export on demand, call
+`tenfold.reparam.reparameterize_checked` directly.
+"""
+
+import torch
+from lightning.pytorch import Callback
+from torch import nn
+
+from tenfold.reparam import reparameterize_checked
+
+
+class ReparameterizeForExport(Callback):
+    """Export `reparameterize_model(model)` after checking it matches `model` within `atol`.
+
+    `atol` is absolute, on the outputs; 1e-5 suits float32 logits.
+    """
+
+    def __init__(self, atol: float = 1e-5) -> None:
+        self.atol = atol
+
+    def transform_for_export(self, model: nn.Module, sample: torch.Tensor) -> nn.Module:
+        """The folded copy of eval-mode `model`; raises ExportError if it differs on `sample`."""
+        return reparameterize_checked(model, sample, atol=self.atol)

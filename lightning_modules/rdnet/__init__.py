@@ -1,0 +1,1 @@
+"""RDNet: DenseNets Reloaded (arXiv 2403.19588)."""

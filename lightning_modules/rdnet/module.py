@@ -1,0 +1,32 @@
+"""RDNet LightningModule: timm's RDNet under the shared image-classification objective."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from datamodules.image_classification import ImageClassificationDataModule
+from lightning_modules.image_classifier import ImageClassifier
+from lightning_modules.rdnet.net import build_rdnet
+from lightning_modules.rdnet.config import RDNetConfig
+from tenfold.registry import register_method
+
+
+@register_method(
+    "rdnet",
+    config=RDNetConfig,
+    datamodule=ImageClassificationDataModule,
+    summary="DenseNets Reloaded (arXiv 2403.19588): timm RDNet-T/S/B/L, ImageNet-1K recipe",
+)
+class RDNetModule(ImageClassifier):
+    config_class = RDNetConfig
+
+    def export_spec(self) -> dict:
+        m = self.cfg.model
+        return {
+            "target": "lightning_modules.rdnet.net:build_rdnet",
+            "kwargs": {"name": m.name, "num_classes": self.num_classes, "arch": dict(m.arch)},
+        }
+
+    def build_net(self, num_classes: int) -> nn.Module:
+        m = self.cfg.model
+        return build_rdnet(m.name, num_classes, m.drop_path_rate, m.drop_rate, m.pretrained_file, dict(m.arch))

@@ -1,0 +1,63 @@
+"""Checkpoint files: written atomically, read without unpickling arbitrary objects.
+
+Lightning's default writer stages the file in the system temp dir and moves it, which is a copy (not an
+atomic rename) when /tmp is another filesystem; a run killed mid-save could leave a truncated
+`last.ckpt`. Here the temp file sits beside the target and `os.replace` swaps it in.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from tenfold.errors import CheckpointError
+
+
+def atomic_write(path: str | Path, write: Any) -> None:
+    """Call `write(tmp_path)`, fsync, then rename over `path`: readers see the old or the new file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_copy(src: str | Path, dst: str | Path) -> None:
+    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
+
+
+def load_weights_only(path: str | Path, map_location: Any = "cpu") -> dict:
+    """`torch.load` with `weights_only=True`, turning every failure into one clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 (zip, pickle and EOF errors all mean "unreadable")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: it is truncated, corrupt or not a weights-only torch "
+            f"file ({first}). Delete it or point ckpt_path= at an earlier checkpoint"
+        ) from None
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Optional[Any] = None
+    ) -> None:
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+
+    def load_checkpoint(
+        self, path: Any, map_location: Optional[Any] = None, weights_only: Optional[bool] = None
+    ) -> dict[str, Any]:
+        return load_weights_only(path, map_location or "cpu")

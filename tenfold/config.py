@@ -1,0 +1,293 @@
+"""Typed experiment configs: the base schema every method extends, and the loader.
+
+Build order (later wins): the method's dataclass defaults, each `--config` file in order, then the
+`key=value` overrides. Struct mode is always on, so a misspelt key fails at load time with the valid
+keys at that level listed, and every value is checked against its dataclass type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    InterpolationResolutionError,
+    OmegaConfBaseException,
+    ValidationError,
+)
+
+from tenfold.errors import ConfigError
+
+
+class LoggerKind(enum.Enum):
+    wandb = "wandb"
+    tensorboard = "tensorboard"
+    csv = "csv"
+    none = "none"
+
+
+class LRScaling(enum.Enum):
+    """How the base learning rate follows the global batch (lightly / Goyal et al. linear rule)."""
+
+    none = "none"
+    linear = "linear"
+    sqrt = "sqrt"
+
+
+@dataclass
+class RunConfig:
+    name: Optional[str] = None  # default: <YYYYmmdd-HHMMSS>-<config hash>, or the cluster job id
+    root: str = "runs"
+    tags: list[str] = field(default_factory=list)
+    group: Optional[str] = None
+    test: bool = True  # test the best checkpoint after fit
+
+
+@dataclass
+class TrainerConfig:
+    """The vetted subset of `lightning.Trainer` arguments; None keeps Lightning's default."""
+
+    accelerator: str = "auto"
+    devices: Any = "auto"  # int, list of ids or "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    max_epochs: Optional[int] = None
+    max_steps: int = -1
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: Optional[float] = None
+    gradient_clip_algorithm: Optional[str] = None
+    deterministic: Any = None  # bool or "warn"
+    benchmark: Optional[bool] = None
+    sync_batchnorm: bool = False
+    log_every_n_steps: int = 50
+    val_check_interval: Any = None  # int (batches) or float (fraction of an epoch)
+    check_val_every_n_epoch: Optional[int] = 1
+    limit_train_batches: Any = None  # int (batches) or float (fraction)
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+    num_sanity_val_steps: Optional[int] = None
+    fast_dev_run: Any = False  # bool or int
+    reload_dataloaders_every_n_epochs: int = 0
+    enable_progress_bar: Optional[bool] = None  # None: a bar on a TTY, log lines otherwise
+    enable_model_summary: Optional[bool] = None
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and LR schedule, built with timm's factories (`create_optimizer_v2/_scheduler_v2`)."""
+
+    name: str = "adamw"  # any timm optimizer name; note timm's "sgd" is Nesterov, "momentum" is not
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    no_weight_decay_1d: bool = True  # no decay on biases, norms, layer-scale gammas
+    lr_scaling: LRScaling = LRScaling.none
+    reference_batch_size: int = 256  # the global batch at which `lr` is given
+    scheduler: str = "cosine"  # any timm scheduler name, or "none"
+    warmup_epochs: float = 0.0
+    warmup_lr: float = 1e-6
+    min_lr: float = 0.0
+    decay_milestones: list[int] = field(default_factory=list)  # for "multistep", in epochs
+    decay_rate: float = 0.1
+
+
+@dataclass
+class WandbConfig:
+    project: str = "tenfold"
+    entity: Optional[str] = None
+    # online | offline | disabled; None decides: WANDB_MODE, then online with an API key, else offline
+    mode: Optional[str] = None
+    log_model: bool = False  # upload checkpoints (online only)
+    watch: bool = False  # gradient/parameter histograms; costs time
+
+
+@dataclass
+class CheckpointConfig:
+    monitor: Optional[str] = "val/loss"
+    mode: str = "min"
+    save_top_k: int = 1
+    every_n_epochs: Optional[int] = 1
+    every_n_train_steps: Optional[int] = None
+
+
+@dataclass
+class ExportConfig:
+    enabled: bool = True
+    onnx: bool = True  # also write model.onnx where the model allows it
+    sample_batch_size: int = 8  # real validation images used to check export transforms
+
+
+@dataclass
+class ExperimentConfig:
+    """Top-level keys shared by every method; a method subclasses it to type `model` and `data`."""
+
+    method: str = MISSING
+    config_version: int = 1
+    seed: int = 42
+    # "latest" (newest run of this method), "auto" (continue run.name if it has a checkpoint), or a
+    # run directory
+    resume: Optional[str] = None
+    ckpt_path: Optional[str] = None
+    logger: LoggerKind = LoggerKind.wandb
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    model: Any = None
+    data: Any = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+
+
+def read_yaml(path: str | Path) -> DictConfig:
+    """One YAML file through OmegaConf's loader (PyYAML alone reads `1e-4` as a string)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path} (pass an existing file to --config)")
+    try:
+        cfg = OmegaConf.load(path)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: YAML syntax error: {problem}") from None
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, not a list")
+    return cfg
+
+
+def parse_overrides(overrides: list[str]) -> DictConfig:
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. trainer.max_steps=5)")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"command line: cannot parse overrides: {exc}") from None
+
+
+def find_method(sources: list[tuple[str, DictConfig]]) -> str:
+    method = None
+    for _, raw in sources:
+        method = raw.get("method", method)
+    if not method:
+        raise ConfigError("no method selected: set `method: <name>` in the config or pass method=<name>")
+    return str(method)
+
+
+def compose(schema: type, sources: list[tuple[str, DictConfig]]) -> Any:
+    """Merge `sources` (name, raw config) into `schema`, validate, resolve; return the dataclass."""
+    cfg = OmegaConf.structured(schema)  # dataclass nodes are struct: unknown keys fail
+    for source, raw in sources:
+        try:
+            cfg = OmegaConf.merge(cfg, raw)
+        except (ConfigKeyError, ConfigAttributeError) as exc:
+            raise ConfigError(_unknown_key_message(source, cfg, exc)) from None
+        except ValidationError as exc:
+            raise ConfigError(_wrong_type_message(source, cfg, exc)) from None
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"{source}: {_short(exc)}") from None
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        names = ", ".join(missing)
+        raise ConfigError(f"required config value(s) not set: {names} (set them in the YAML or as key=value)")
+    try:
+        OmegaConf.resolve(cfg)
+        return OmegaConf.to_object(cfg)
+    except InterpolationResolutionError as exc:
+        raise ConfigError(f"cannot resolve interpolation at '{exc.full_key}': {exc.msg}") from None
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"invalid config at '{getattr(exc, 'full_key', '?')}': {_short(exc)}") from None
+
+
+def to_plain(cfg: Any) -> dict:
+    """A dataclass config as plain Python types (enums as their values): safe for YAML, W&B, ckpts."""
+    # Our enums have member name == value, so `enum_to_str` round-trips through `from_plain`.
+    return OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
+
+
+def from_plain(schema: type, plain: dict) -> Any:
+    """The inverse of `to_plain`: validate a plain dict (e.g. checkpoint hparams) against `schema`."""
+    return compose(schema, [("checkpoint hparams", OmegaConf.create(plain))])
+
+
+def config_hash(cfg: Any) -> str:
+    import hashlib
+
+    text = OmegaConf.to_yaml(OmegaConf.create(to_plain(cfg)), sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:6]
+
+
+# --------------------------------------------------------------------------------------------------
+# Error messages
+
+
+def _short(exc: OmegaConfBaseException) -> str:
+    msg = getattr(exc, "msg", None) or str(exc)
+    return msg.splitlines()[0]
+
+
+def _parent(full_key: str) -> str:
+    return full_key.rsplit(".", 1)[0] if "." in full_key else ""
+
+
+def _node_type(cfg: DictConfig, key: str) -> Optional[type]:
+    node = OmegaConf.select(cfg, key) if key else cfg
+    if isinstance(node, DictConfig):
+        node_type = OmegaConf.get_type(node)
+        return node_type if dataclasses.is_dataclass(node_type) else None
+    return None
+
+
+def _describe_fields(schema: type) -> str:
+    hints = typing.get_type_hints(schema)
+    parts = [f"{f.name} ({_type_name(hints.get(f.name, Any))})" for f in dataclasses.fields(schema)]
+    return ", ".join(parts)
+
+
+def _type_name(tp: Any) -> str:
+    text = getattr(tp, "__name__", None) or str(tp)
+    text = text.replace("typing.", "")
+    return re.sub(r"Optional\[(.*)\]", r"\1 or null", text)
+
+
+def _unknown_key_message(source: str, cfg: DictConfig, exc: OmegaConfBaseException) -> str:
+    full_key = exc.full_key or str(getattr(exc, "key", "?"))
+    parent = _parent(full_key)
+    schema = _node_type(cfg, parent)
+    allowed = _describe_fields(schema) if schema else "(see the method's config.py)"
+    where = f"'{parent}'" if parent else "the top level"
+    return f"{source}: unknown key '{full_key}'. Allowed keys at {where}: {allowed}"
+
+
+def _wrong_type_message(source: str, cfg: DictConfig, exc: ValidationError) -> str:
+    full_key = exc.full_key or "?"
+    expected = ""
+    schema = _node_type(cfg, _parent(full_key))
+    leaf = full_key.rsplit(".", 1)[-1]
+    if schema is not None:
+        hints = typing.get_type_hints(schema)
+        if leaf in hints:
+            tp = hints[leaf]
+            expected = f" (expected {_type_name(tp)}"
+            if isinstance(tp, type) and issubclass(tp, enum.Enum):
+                expected += ": one of " + ", ".join(m.value for m in tp)
+            expected += ")"
+    return f"{source}: wrong type for '{full_key}'{expected}: {_short(exc)}"
+

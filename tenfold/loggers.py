@@ -1,0 +1,88 @@
+"""Experiment loggers: W&B by default (offline without an API key), CSV always, TensorBoard on request."""
+
+from __future__ import annotations
+
+import netrc
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+
+from tenfold.config import LoggerKind, WandbConfig
+from tenfold.errors import ConfigError
+
+SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|credential)", re.IGNORECASE)
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+def redact_secrets(tree: Any) -> Any:
+    """A copy of a plain config tree with secret-looking values replaced, for W&B and checkpoints."""
+    if isinstance(tree, dict):
+        return {
+            k: ("<redacted>" if SECRET_KEY.search(str(k)) and v else redact_secrets(v))
+            for k, v in tree.items()
+        }
+    if isinstance(tree, list):
+        return [redact_secrets(v) for v in tree]
+    return tree
+
+
+def _wandb_key_configured() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        auth = netrc.netrc().authenticators("api.wandb.ai")
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(auth and auth[2])
+
+
+def wandb_mode(cfg: WandbConfig) -> str:
+    """Explicit `wandb.mode`, then WANDB_MODE, then online with an API key, else offline.
+
+    Never "online without a key": wandb would prompt for one and hang a batch job.
+    """
+    mode = cfg.mode or os.environ.get("WANDB_MODE") or ("online" if _wandb_key_configured() else "offline")
+    mode = {"dryrun": "offline", "run": "online"}.get(mode, mode)
+    if mode not in WANDB_MODES:
+        raise ConfigError(f"wandb.mode={mode!r} is not one of {', '.join(WANDB_MODES)}")
+    if mode == "online" and not _wandb_key_configured():
+        raise ConfigError(
+            "wandb.mode=online but no W&B API key is configured: run `wandb login` or set "
+            "WANDB_API_KEY, or use wandb.mode=offline"
+        )
+    return mode
+
+
+def build_loggers(
+    kind: LoggerKind, wandb_cfg: WandbConfig, run_dir: Path, run_name: str, wandb_id: str,
+    tags: list[str], group: str | None,
+) -> list[Logger]:
+    if kind is LoggerKind.none:
+        return []
+    # CSV is always on: metrics.csv in the run dir survives any dashboard outage.
+    loggers: list[Logger] = [CSVLogger(save_dir=run_dir, name="", version="")]
+    if kind is LoggerKind.tensorboard:
+        loggers.append(TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""))
+    elif kind is LoggerKind.wandb:
+        mode = wandb_mode(wandb_cfg)
+        if mode != "disabled":
+            os.environ.setdefault("WANDB_SILENT", "true")
+            loggers.append(
+                WandbLogger(
+                    project=wandb_cfg.project,
+                    entity=wandb_cfg.entity,
+                    name=run_name,
+                    id=wandb_id,
+                    save_dir=str(run_dir),
+                    offline=mode == "offline",
+                    # Lightning refuses log_model with offline=True.
+                    log_model=wandb_cfg.log_model and mode == "online",
+                    tags=list(tags) or None,
+                    group=group,
+                    resume="allow",
+                )
+            )
+    return loggers

@@ -1,0 +1,65 @@
+"""The method registry: `method: <name>` in a config selects everything a run needs.
+
+Each method registers once, with a decorator next to its LightningModule. `lightning_modules/__init__.py`
+imports every method explicitly (no directory scan), so the registry is filled on first lookup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from tenfold.errors import ConfigError
+
+CallbackFactory = Callable[[Any], list]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    module_class: type  # LightningModule taking (config: dict, class_names: list[str])
+    config_class: type  # an ExperimentConfig subclass with the paper's defaults
+    datamodule_class: type  # LightningDataModule taking the `data` config
+    callbacks: CallbackFactory  # method config -> default callbacks (curriculum, pruning, reparam)
+    summary: str
+
+
+_METHODS: dict[str, MethodSpec] = {}
+
+
+def _no_callbacks(cfg: Any) -> list:
+    return []
+
+
+def register_method(
+    name: str,
+    *,
+    config: type,
+    datamodule: type,
+    callbacks: CallbackFactory = _no_callbacks,
+    summary: str = "",
+) -> Callable[[type], type]:
+    def decorate(module_class: type) -> type:
+        if name in _METHODS:
+            raise ValueError(f"method '{name}' is registered twice ({_METHODS[name].module_class})")
+        _METHODS[name] = MethodSpec(name, module_class, config, datamodule, callbacks, summary)
+        return module_class
+
+    return decorate
+
+
+def _load_methods() -> None:
+    import lightning_modules  # noqa: F401  (registers every method on import)
+
+
+def get_method(name: str) -> MethodSpec:
+    _load_methods()
+    if name not in _METHODS:
+        known = ", ".join(sorted(_METHODS))
+        raise ConfigError(f"unknown method '{name}'. Known methods: {known}")
+    return _METHODS[name]
+
+
+def list_methods() -> list[MethodSpec]:
+    _load_methods()
+    return [_METHODS[name] for name in sorted(_METHODS)]

@@ -1,0 +1,131 @@
+"""The fixed sequence of a run: seed, data, model, callbacks, loggers, trainer, fit, test, export.
+
+Under Lightning's `ddp` launcher this function runs once per local rank (the launcher re-executes the
+entry point); everything that must happen once per job is guarded by the global rank.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import asdict
+from typing import Any, Optional
+
+import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
+
+from callbacks.log_lines import LogLinesCallback
+from callbacks.prediction_samples import PredictionSamplesCallback
+from callbacks.rng_state import RNGStateCallback
+from tenfold.checkpoint_io import AtomicCheckpointIO, atomic_copy, load_weights_only
+from tenfold.config import LoggerKind, to_plain
+from tenfold.export import apply_export_transforms, write_export
+from tenfold.loggers import build_loggers
+from tenfold.registry import MethodSpec, get_method
+from tenfold.run_dir import RunDir, resolve_run_dir, write_run_files
+
+log = logging.getLogger("tenfold")
+
+
+def run(cfg: Any, validate_only: bool = False) -> dict[str, float]:
+    spec = get_method(cfg.method)
+    run_dir = resolve_run_dir(cfg)
+    if run_dir.resume_from is not None:
+        load_weights_only(run_dir.resume_from)  # fail now, with a clear message, if it is unreadable
+    L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = spec.datamodule_class(cfg.data)
+    datamodule.check()
+    module = spec.module_class(config=to_plain(cfg), class_names=datamodule.class_names)
+    trainer = build_trainer(cfg, spec, run_dir, datamodule)
+    if trainer.is_global_zero:
+        write_run_files(run_dir, cfg, trainer.world_size)
+    rank_zero_info(f"run directory: {run_dir.path} (world size {trainer.world_size}, seed {cfg.seed})")
+    if validate_only:
+        rank_zero_info("config, data and model are valid (--validate-only: not training)")
+        return {}
+
+    ckpt = str(run_dir.resume_from) if run_dir.resume_from else None
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    best = _keep_best_checkpoint(trainer, run_dir)
+    metrics: dict[str, float] = {}
+    if cfg.run.test:
+        trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    elif best:
+        module.load_state_dict(load_weights_only(best)["state_dict"])
+    if cfg.export.enabled:
+        if trainer.is_global_zero:
+            export(module, datamodule, trainer, run_dir, cfg, source=best)
+        trainer.strategy.barrier("export")
+    return metrics
+
+
+def build_trainer(cfg: Any, spec: MethodSpec, run_dir: RunDir, datamodule: Any) -> L.Trainer:
+    tcfg = {k: v for k, v in asdict(cfg.trainer).items() if v is not None}
+    show_bar = tcfg.pop("enable_progress_bar", sys.stderr.isatty())
+    callbacks: list[L.Callback] = [
+        RNGStateCallback(),
+        ModelCheckpoint(
+            dirpath=run_dir.checkpoints,
+            filename="epoch{epoch:03d}-step{step:07d}",
+            auto_insert_metric_name=False,
+            monitor=cfg.checkpoint.monitor,
+            mode=cfg.checkpoint.mode,
+            save_top_k=cfg.checkpoint.save_top_k,
+            save_last=True,
+            every_n_epochs=cfg.checkpoint.every_n_epochs,
+            every_n_train_steps=cfg.checkpoint.every_n_train_steps,
+        ),
+        *spec.callbacks(cfg),
+    ]
+    if not show_bar:
+        callbacks.append(LogLinesCallback(cfg.trainer.log_every_n_steps))
+    loggers = build_loggers(
+        cfg.logger, cfg.wandb, run_dir.path, run_dir.path.name, run_dir.wandb_id, cfg.run.tags, cfg.run.group
+    )
+    if loggers:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if cfg.logger in (LoggerKind.wandb, LoggerKind.tensorboard) and hasattr(datamodule, "export_meta"):
+        meta = datamodule.export_meta()
+        callbacks.append(PredictionSamplesCallback(meta["mean"], meta["std"], meta["class_names"]))
+    return L.Trainer(
+        **tcfg,
+        enable_progress_bar=show_bar,
+        default_root_dir=run_dir.path,
+        logger=loggers or False,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+    )
+
+
+def _keep_best_checkpoint(trainer: L.Trainer, run_dir: RunDir) -> Optional[str]:
+    """Copy the best checkpoint to checkpoints/best.ckpt (rank 0); return its path for test/export."""
+    callback = trainer.checkpoint_callback
+    best = getattr(callback, "best_model_path", "") or getattr(callback, "last_model_path", "")
+    if not best:
+        return None  # fast_dev_run writes no checkpoints
+    target = run_dir.checkpoints / "best.ckpt"
+    if trainer.is_global_zero:
+        atomic_copy(best, target)
+    trainer.strategy.barrier("best-checkpoint")
+    return str(target)
+
+
+def export(module: Any, datamodule: Any, trainer: L.Trainer, run_dir: RunDir, cfg: Any,
+           source: Optional[str]) -> None:
+    datamodule.setup("validate")
+    sample = next(iter(datamodule.val_dataloader()))[0][: cfg.export.sample_batch_size]
+    model, spec = apply_export_transforms(
+        module.export_model(), sample, module.export_spec(), trainer.callbacks
+    )
+    meta = {
+        "method": cfg.method,
+        "net": spec,
+        "source_checkpoint": source,
+        "run_dir": str(run_dir.path),
+        **datamodule.export_meta(),
+    }
+    written = write_export(model, sample, run_dir.export, meta, onnx=cfg.export.onnx)
+    rank_zero_info("exported: " + ", ".join(str(p) for p in written.values()))
