@@ -4,7 +4,7 @@ augmentations, Mixup coefficients and shuffles as the run it continues."""
 from __future__ import annotations
 
 import random
-from typing import Any, Optional
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -12,8 +12,11 @@ import torch
 
 
 class RNGStateCallback(L.Callback):
-    def __init__(self) -> None:
-        self._pending: Optional[dict[str, Any]] = None
+    """Restored with the checkpoint, before the first training iterator is created.
+
+    Lightning runs the sanity check inside `isolate_rng`, so it does not disturb the restored
+    streams; the first epoch after resume then draws its shuffle seed exactly as the original run.
+    """
 
     def state_dict(self) -> dict[str, Any]:
         np_state = np.random.get_state()
@@ -25,15 +28,7 @@ class RNGStateCallback(L.Callback):
             "torch": torch.random.get_rng_state(),
         }
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # Lightning restores callbacks before the sanity check, which draws from the RNG itself; the
-        # streams are put back only when training starts.
-        self._pending = state_dict
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._pending is None:
-            return
-        state, self._pending = self._pending, None
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         random.setstate((3, tuple(state["python"]), state["python_pos"]))
         np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
         torch.random.set_rng_state(state["torch"])

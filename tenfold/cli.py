@@ -30,7 +30,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--list-methods", action="store_true", help="list the registered methods and exit")
     parser.add_argument("--validate-only", action="store_true",
                         help="build config, data, model and trainer, then exit without training")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # flags may come after overrides
 
 
 def load_config(files: list[str], overrides: list[str]):

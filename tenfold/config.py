@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,9 +114,11 @@ class WandbConfig:
 
 @dataclass
 class CheckpointConfig:
+    # best-k checkpoints: epoch{epoch:03d}-step{step:07d}.ckpt, then best.ckpt at fit end
     monitor: Optional[str] = "val/loss"
     mode: str = "min"
     save_top_k: int = 1
+    # last.ckpt (what resume continues from): every N epochs, or every N optimizer steps for long epochs
     every_n_epochs: Optional[int] = 1
     every_n_train_steps: Optional[int] = None
 
@@ -262,9 +263,15 @@ def _describe_fields(schema: type) -> str:
 
 
 def _type_name(tp: Any) -> str:
-    text = getattr(tp, "__name__", None) or str(tp)
-    text = text.replace("typing.", "")
-    return re.sub(r"Optional\[(.*)\]", r"\1 or null", text)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union:
+        names = " or ".join(_type_name(a) for a in args if a is not type(None))
+        return names + " or null" if type(None) in args else names
+    if origin is not None:  # list[float], dict[str, Any]
+        return repr(tp).replace("typing.", "")
+    if tp is Any:
+        return "any"
+    return getattr(tp, "__name__", str(tp))
 
 
 def _unknown_key_message(source: str, cfg: DictConfig, exc: OmegaConfBaseException) -> str:

@@ -14,6 +14,7 @@ from torch import nn
 
 from tenfold.errors import ExportError
 
+
 def output_channels(layer: nn.Module) -> int:
     """Number of output channels of a channel-affine layer that `scale_output_channels` accepts."""
     if isinstance(layer, nn.BatchNorm2d) and layer.affine:
@@ -78,9 +79,7 @@ def foldable_modules(model: nn.Module) -> list[str]:
 
 
 @torch.no_grad()
-def reparameterize_checked(
-    model: nn.Module, sample: torch.Tensor, atol: float = 1e-5
-) -> nn.Module:
+def reparameterize_checked(model: nn.Module, sample: torch.Tensor, atol: float = 1e-5) -> nn.Module:
     """`reparameterize_model(model)`, checked to give `model`'s outputs on `sample` within `atol`.
 
     `model` must be in eval mode: a train-mode forward would update its BatchNorm statistics.

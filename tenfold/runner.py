@@ -67,6 +67,7 @@ def build_trainer(cfg: Any, spec: MethodSpec, run_dir: RunDir, datamodule: Any) 
     show_bar = tcfg.pop("enable_progress_bar", sys.stderr.isatty())
     callbacks: list[L.Callback] = [
         RNGStateCallback(),
+        # Best-k by the monitored metric, named by epoch and step.
         ModelCheckpoint(
             dirpath=run_dir.checkpoints,
             filename="epoch{epoch:03d}-step{step:07d}",
@@ -74,7 +75,13 @@ def build_trainer(cfg: Any, spec: MethodSpec, run_dir: RunDir, datamodule: Any) 
             monitor=cfg.checkpoint.monitor,
             mode=cfg.checkpoint.mode,
             save_top_k=cfg.checkpoint.save_top_k,
-            save_last=True,
+        ),
+        # last.ckpt, rewritten on every save point (Lightning's save_last only follows top-k saves,
+        # which would leave a stale file to resume from once the metric stops improving).
+        ModelCheckpoint(
+            dirpath=run_dir.checkpoints,
+            filename="last",
+            enable_version_counter=False,
             every_n_epochs=cfg.checkpoint.every_n_epochs,
             every_n_train_steps=cfg.checkpoint.every_n_train_steps,
         ),

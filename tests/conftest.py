@@ -1,0 +1,95 @@
+"""Shared fixtures: runs go to a temp dir, W&B is off unless a test turns it on, tiny data is built once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+# Small enough for a CPU test, same code path as the demo: 2 train batches, 1 val/test batch.
+TINY = [
+    "logger=none",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "data.batch_size_per_device=16",
+    "export.onnx=false",
+]
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.delenv("TENFOLD_RUN_DIR", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _no_files_left_in_repo():
+    """Fail a test that writes into the repository instead of its temp dir."""
+    before = set(_untracked())
+    yield
+    leaked = set(_untracked()) - before
+    assert not leaked, f"test left files in the repo: {sorted(leaked)}"
+
+
+def _untracked() -> list[str]:
+    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO,
+                         capture_output=True, text=True)
+    untracked = [line[3:] for line in out.stdout.splitlines() if line.startswith("??")]
+    # Ignored output folders a run would create if it forgot run.root.
+    for ignored in ("runs", "wandb", "lightning_logs"):
+        untracked += [str(p) for p in (REPO / ignored).rglob("*")] if (REPO / ignored).exists() else []
+    return untracked
+
+
+def train_cli(*args: str) -> int:
+    """Run train.py's main in-process (shares the imported torch/Lightning; much faster)."""
+    from tenfold.cli import main
+
+    os.environ.pop("TENFOLD_RUN_DIR", None)
+    try:
+        return main(list(args))
+    finally:
+        os.environ.pop("TENFOLD_RUN_DIR", None)
+
+
+def train_subprocess(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if k != "TENFOLD_RUN_DIR"}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env=full_env)
+
+
+def only_run_dir(root: Path, method: str = "rdnet") -> Path:
+    runs = list((root / method).iterdir())
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny ImageFolder tree (train/val/test x 3 classes x 4 images) of procedurally drawn shapes."""
+    root = tmp_path_factory.mktemp("imagefolder")
+    rng = np.random.default_rng(0)
+    for split in ("train", "val", "test"):
+        for label, name in enumerate(("bars", "dots", "plain")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(4):
+                pixels = rng.integers(0, 60, size=(24, 24, 3), dtype=np.uint8)
+                if label == 0:
+                    pixels[:, ::4] = 255
+                elif label == 1:
+                    pixels[::6, ::6] = 255
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root

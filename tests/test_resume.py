@@ -1,0 +1,70 @@
+"""A run killed mid-training and resumed from last.ckpt ends with the uninterrupted run's weights."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, train_subprocess
+from tenfold.checkpoint_io import load_weights_only
+
+RUN = [
+    "--config", "configs/demo/rdnet.yaml", "logger=none", "seed=7", "trainer.max_epochs=6",
+    "trainer.limit_train_batches=4", "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=1",
+    "trainer.deterministic=true", "trainer.enable_progress_bar=false", "data.batch_size_per_device=16",
+    "run.test=false", "export.enabled=false",
+    # Drop path and random crops exercise the restored RNG streams.
+    "model.drop_path_rate=0.1",
+]
+
+
+def _step(ckpt: Path) -> int:
+    try:
+        return int(load_weights_only(ckpt)["global_step"])
+    except Exception:  # noqa: BLE001 (not written yet)
+        return -1
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_identical_weights(tmp_path: Path) -> None:
+    full = train_subprocess(*RUN, f"run.root={tmp_path}", "run.name=full")
+    assert full.returncode == 0, full.stderr[-2000:]
+
+    env = {k: v for k, v in os.environ.items() if k != "TENFOLD_RUN_DIR"}
+    proc = subprocess.Popen([sys.executable, "train.py", *RUN, f"run.root={tmp_path}", "run.name=killed"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "rdnet" / "killed" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while _step(last) < 8 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = _step(last)
+    assert 8 <= killed_at < 24
+
+    resumed = train_subprocess(*RUN, f"run.root={tmp_path}", "run.name=killed", "resume=auto")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+    a = load_weights_only(tmp_path / "rdnet" / "full" / "checkpoints" / "last.ckpt")
+    b = load_weights_only(last)
+    assert a["global_step"] == b["global_step"] == 24
+    for name, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][name], value, rtol=0, atol=1e-6, msg=name)
+    lr_a = a["optimizer_states"][0]["param_groups"][0]["lr"]
+    assert b["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(lr_a)
+
+
+def test_existing_run_dir_is_not_overwritten(tmp_path: Path) -> None:
+    last = tmp_path / "rdnet" / "taken" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"x")
+    proc = train_subprocess(*RUN, f"run.root={tmp_path}", "run.name=taken", timeout=120)
+    assert proc.returncode == 2 and "resume=auto" in proc.stderr

@@ -1,0 +1,119 @@
+"""End-to-end runs through train.py's main: layout of the run dir, W&B offline, export, predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import REPO, TINY, only_run_dir, train_cli
+from predict import predict
+from tenfold.checkpoint_io import load_weights_only
+from tenfold.export import load_export
+
+DEMO_CONFIGS = sorted(str(p) for p in (REPO / "configs" / "demo").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", DEMO_CONFIGS, ids=lambda p: Path(p).stem)
+def test_demo_config_fast_dev_run(config: str, tmp_path: Path) -> None:
+    assert train_cli("--config", config, f"run.root={tmp_path}", "logger=none",
+                     "trainer.fast_dev_run=true", "export.onnx=false") == 0
+    run = only_run_dir(tmp_path, OmegaConf.load(config).method)
+    assert (run / "export" / "model.pt").is_file()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One short demo run with the W&B offline logger, ONNX export and the test stage."""
+    root = tmp_path_factory.mktemp("runs")
+    overrides = [o for o in TINY if not o.startswith(("logger=", "export.onnx"))]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_MODE", "offline")
+        mp.delenv("WANDB_API_KEY", raising=False)
+        assert train_cli("--config", "configs/demo/rdnet.yaml", f"run.root={root}", "run.name=r1",
+                         *overrides, "trainer.max_epochs=2") == 0
+    return root / "rdnet" / "r1"
+
+
+def test_run_dir_layout(finished_run: Path) -> None:
+    for name in ("config.yaml", "meta.yaml", "metrics.csv", "checkpoints/last.ckpt", "checkpoints/best.ckpt",
+                 "export/model.pt", "export/export_meta.yaml", "export/model.onnx"):
+        assert (finished_run / name).is_file(), name
+    meta = OmegaConf.load(finished_run / "meta.yaml")
+    assert meta.world_size == 1 and meta.versions.torch and meta.git_sha and meta.wandb_id
+    assert OmegaConf.load(finished_run / "config.yaml").trainer.max_epochs == 2
+    header = (finished_run / "metrics.csv").read_text().splitlines()[0]
+    assert "val/top1" in header and "test/top1" in header and "train/loss_epoch" in header
+
+
+def test_one_offline_wandb_run_with_the_stored_id(finished_run: Path) -> None:
+    runs = list((finished_run / "wandb").glob("offline-run-*"))
+    wandb_id = OmegaConf.load(finished_run / "meta.yaml").wandb_id
+    assert len(runs) == 1 and runs[0].name.endswith(wandb_id)
+
+
+def test_checkpoint_holds_plain_config_and_loads_weights_only(finished_run: Path) -> None:
+    ckpt = load_weights_only(finished_run / "checkpoints" / "last.ckpt")
+    assert ckpt["hyper_parameters"]["config"]["method"] == "rdnet"
+    assert ckpt["global_step"] > 0 and "RNGStateCallback" in ckpt["callbacks"]
+
+
+def test_export_reproduces_the_trained_model(finished_run: Path) -> None:
+    from lightning_modules.rdnet.module import RDNetModule
+
+    module = RDNetModule.load_from_checkpoint(finished_run / "checkpoints" / "best.ckpt", weights_only=True)
+    exported, meta = load_export(finished_run / "export")
+    assert meta["class_names"] == [str(d) for d in range(10)] and meta["input_size"] == [3, 32, 32]
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), module.eval()(x), rtol=0, atol=1e-6)
+
+
+def test_onnx_export_matches(finished_run: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(finished_run / "export" / "model.onnx"))
+    onnx.checker.check_model(model)
+    assert [i.name for i in model.graph.input] == ["images"]
+
+
+def test_predict_on_digit_images(finished_run: Path, tmp_path: Path) -> None:
+    from datamodules.digits import digit_images
+
+    paths = []
+    for i, (image, _) in enumerate(digit_images(0)["test"][:3]):
+        paths.append(tmp_path / f"{i}.png")
+        image.save(paths[-1])
+    rows = predict(finished_run, paths, top_k=3)
+    assert [r["image"] for r in rows] == [str(p) for p in paths]
+    for row in rows:
+        probs = [t["prob"] for t in row["top"]]
+        assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+
+
+def test_predict_cli_prints_json(finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from predict import main
+
+    from datamodules.digits import digit_images
+
+    digit_images(0)["test"][0][0].save(tmp_path / "d.png")
+    assert main([str(finished_run), str(tmp_path / "d.png"), "--top-k", "2"]) == 0
+    row = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert len(row["top"]) == 2
+
+
+def test_validate_only_builds_without_training(tmp_path: Path) -> None:
+    assert train_cli("--config", "configs/demo/rdnet.yaml", f"run.root={tmp_path}", "--validate-only",
+                     "logger=none") == 0
+    run = only_run_dir(tmp_path)
+    assert (run / "config.yaml").is_file() and not (run / "checkpoints").exists()
+
+
+def test_print_config_and_list_methods(capsys: pytest.CaptureFixture) -> None:
+    assert train_cli("--list-methods") == 0
+    assert "rdnet" in capsys.readouterr().out
+    assert train_cli("--config", "configs/demo/rdnet.yaml", "--print-config", "seed=5") == 0
+    printed = OmegaConf.create(capsys.readouterr().out)
+    assert printed.seed == 5 and printed.method == "rdnet"
