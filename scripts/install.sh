@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Create .venv and install tenfold with its test tools. torch/torchvision are pinned first so that no
+# other requirement pulls a different torch build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+.venv/bin/python -m pip install --quiet -e ".[test]"
