@@ -117,3 +117,14 @@ def test_print_config_and_list_methods(capsys: pytest.CaptureFixture) -> None:
     assert train_cli("--config", "configs/demo/rdnet.yaml", "--print-config", "seed=5") == 0
     printed = OmegaConf.create(capsys.readouterr().out)
     assert printed.seed == 5 and printed.method == "rdnet"
+
+
+def test_tensorboard_gets_metrics_lr_and_prediction_images(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert train_cli("--config", "configs/demo/rdnet.yaml", f"run.root={tmp_path}", *TINY, "logger=tensorboard",
+                     "trainer.log_every_n_steps=1", "export.enabled=false") == 0
+    events = EventAccumulator(str(only_run_dir(tmp_path) / "tensorboard")).Reload()
+    assert "val/predictions" in events.Tags()["images"]
+    # timm puts decayed and non-decayed (1-D) parameters in two groups
+    assert {"val/top1", "train/loss_step", "lr-AdamW/pg1", "lr-AdamW/pg2"} <= set(events.Tags()["scalars"])
