@@ -11,7 +11,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import torch
 from timm.data import create_transform
@@ -42,7 +41,7 @@ def predict(run_dir: Path, images: list[Path], top_k: int = 5) -> list[dict]:
     ]
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="predict.py", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a run directory holding export/")
     parser.add_argument("images", type=Path, nargs="+", help="image files")

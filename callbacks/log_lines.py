@@ -12,7 +12,10 @@ from lightning.pytorch.utilities import rank_zero_info
 class LogLinesCallback(L.Callback):
     def __init__(self, every_n_steps: int) -> None:
         self.every_n_steps = max(1, every_n_steps)
-        self._last_time = time.monotonic()
+        self._last_time = 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last_time = time.monotonic()  # the first rate excludes setup and the sanity check
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any
 
 from PIL import Image
 from torch.utils.data import Dataset
@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 from tenfold.errors import DataError
 
 
-def set_offline(offline: bool, cache_dir: Optional[str]) -> None:
+def set_offline(offline: bool, cache_dir: str | None) -> None:
     """HF reads these variables at import time, so call this before `import datasets`."""
     if offline:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -20,7 +20,7 @@ def set_offline(offline: bool, cache_dir: Optional[str]) -> None:
         os.environ.setdefault("HF_DATASETS_CACHE", cache_dir)
 
 
-def load_hf_split(name: str, root: Optional[str], split: str, cache_dir: Optional[str]) -> Any:
+def load_hf_split(name: str, root: str | None, split: str, cache_dir: str | None) -> Any:
     import datasets
 
     if name in ("imagefolder", "parquet") and not (root and os.path.isdir(root)):

@@ -9,8 +9,9 @@ Mixup (which needs an even batch) and the global batch size stay constant.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 import lightning as L
 from timm.data import create_transform
@@ -39,8 +40,8 @@ class AugmentConfig:
     scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
     ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
     hflip: float = 0.5
-    auto_augment: Optional[str] = "rand-m9-mstd0.5-inc1"  # RandAugment m9, 2 ops
-    color_jitter: Optional[float] = None
+    auto_augment: str | None = "rand-m9-mstd0.5-inc1"  # RandAugment m9, 2 ops
+    color_jitter: float | None = None
     re_prob: float = 0.25  # random erasing
     re_mode: str = "pixel"
     re_count: int = 1
@@ -50,13 +51,13 @@ class AugmentConfig:
 @dataclass
 class ImageClassificationDataConfig:
     source: DataSource = DataSource.digits
-    root: Optional[str] = None  # imagefolder: the folder holding the split folders; hf: data_dir
-    hf_name: Optional[str] = None  # hf: hub dataset name, or "imagefolder" / "parquet" with root
+    root: str | None = None  # imagefolder: the folder holding the split folders; hf: data_dir
+    hf_name: str | None = None  # hf: hub dataset name, or "imagefolder" / "parquet" with root
     image_column: str = "image"
     label_column: str = "label"
     train_split: str = "train"
     val_split: str = "val"
-    test_split: Optional[str] = None  # None: test on the val split (ImageNet has no public test)
+    test_split: str | None = None  # None: test on the val split (ImageNet has no public test)
     digits_split_seed: int = 0
     image_size: int = 224
     crop_pct: float = 0.9  # eval: resize to image_size / crop_pct, then center-crop
@@ -64,11 +65,11 @@ class ImageClassificationDataConfig:
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     batch_size_per_device: int = 64
-    eval_batch_size_per_device: Optional[int] = None
+    eval_batch_size_per_device: int | None = None
     num_workers: int = 4
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     offline: bool = True  # never reach the HF hub unless asked (sets HF_HUB_OFFLINE)
-    cache_dir: Optional[str] = None
+    cache_dir: str | None = None
 
 
 class TransformedDataset(Dataset):
@@ -91,7 +92,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         super().__init__()
         self.cfg = cfg
         self._splits: dict[str, Any] = {}
-        self._class_names: Optional[list[str]] = None
+        self._class_names: list[str] | None = None
         if cfg.source is DataSource.hf:
             set_offline(cfg.offline, cfg.cache_dir)
 
@@ -199,7 +200,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         if split not in self._splits:
             self._splits[split] = self._load_split(split)
             if len(self._splits[split]) == 0:
-                raise DataError(f"the {split} split ({self._split_name(split)}) of data.source={self.cfg.source.value} is empty")
+                source = self.cfg.source.value
+                raise DataError(f"the {split} split ({self._split_name(split)}) of data.source={source} is empty")
         return self._splits[split]
 
     def _load_split(self, split: str) -> Any:

@@ -94,8 +94,9 @@ class ImageClassifier(L.LightningModule):
         if self.mixup:
             images, targets = self.mixup(images, targets)  # targets become soft (B, classes)
         loss = self.train_loss(self(images), targets)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True,
-                 batch_size=images.shape[0])
+        # The per-step value is rank 0's own (no collective every step); the epoch mean is synced.
+        self.log("train/loss_step", loss, prog_bar=True, batch_size=images.shape[0])
+        self.log("train/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=images.shape[0])
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:

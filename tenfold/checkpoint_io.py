@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -53,11 +53,11 @@ def load_weights_only(path: str | Path, map_location: Any = "cpu") -> dict:
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: Any, storage_options: Optional[Any] = None
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
     ) -> None:
         atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
 
     def load_checkpoint(
-        self, path: Any, map_location: Optional[Any] = None, weights_only: Optional[bool] = None
+        self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
         return load_weights_only(path, map_location or "cpu")

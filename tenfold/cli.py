@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Optional
 
 from omegaconf import OmegaConf
 
@@ -16,7 +15,7 @@ from tenfold.registry import get_method, list_methods
 USAGE_EXAMPLE = "python train.py --config configs/demo/rdnet.yaml trainer.max_epochs=5"
 
 
-def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="train.py",
         description="Train, test and export one tenfold method.",
@@ -40,7 +39,7 @@ def load_config(files: list[str], overrides: list[str]):
     return compose(spec.config_class, sources)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         if args.list_methods:

@@ -12,7 +12,7 @@ import enum
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -44,10 +44,10 @@ class LRScaling(enum.Enum):
 
 @dataclass
 class RunConfig:
-    name: Optional[str] = None  # default: <YYYYmmdd-HHMMSS>-<config hash>, or the cluster job id
+    name: str | None = None  # default: <YYYYmmdd-HHMMSS>-<config hash>, or the cluster job id
     root: str = "runs"
     tags: list[str] = field(default_factory=list)
-    group: Optional[str] = None
+    group: str | None = None
     test: bool = True  # test the best checkpoint after fit
 
 
@@ -60,25 +60,25 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32-true"
-    max_epochs: Optional[int] = None
+    max_epochs: int | None = None
     max_steps: int = -1
     accumulate_grad_batches: int = 1
-    gradient_clip_val: Optional[float] = None
-    gradient_clip_algorithm: Optional[str] = None
+    gradient_clip_val: float | None = None
+    gradient_clip_algorithm: str | None = None
     deterministic: Any = None  # bool or "warn"
-    benchmark: Optional[bool] = None
+    benchmark: bool | None = None
     sync_batchnorm: bool = False
     log_every_n_steps: int = 50
     val_check_interval: Any = None  # int (batches) or float (fraction of an epoch)
-    check_val_every_n_epoch: Optional[int] = 1
+    check_val_every_n_epoch: int | None = 1
     limit_train_batches: Any = None  # int (batches) or float (fraction)
     limit_val_batches: Any = None
     limit_test_batches: Any = None
-    num_sanity_val_steps: Optional[int] = None
+    num_sanity_val_steps: int | None = None
     fast_dev_run: Any = False  # bool or int
     reload_dataloaders_every_n_epochs: int = 0
-    enable_progress_bar: Optional[bool] = None  # None: a bar on a TTY, log lines otherwise
-    enable_model_summary: Optional[bool] = None
+    enable_progress_bar: bool | None = None  # None: a bar on a TTY, log lines otherwise
+    enable_model_summary: bool | None = None
 
 
 @dataclass
@@ -105,9 +105,9 @@ class OptimConfig:
 @dataclass
 class WandbConfig:
     project: str = "tenfold"
-    entity: Optional[str] = None
+    entity: str | None = None
     # online | offline | disabled; None decides: WANDB_MODE, then online with an API key, else offline
-    mode: Optional[str] = None
+    mode: str | None = None
     log_model: bool = False  # upload checkpoints (online only)
     watch: bool = False  # gradient/parameter histograms; costs time
 
@@ -115,12 +115,12 @@ class WandbConfig:
 @dataclass
 class CheckpointConfig:
     # best-k checkpoints: epoch{epoch:03d}-step{step:07d}.ckpt, then best.ckpt at fit end
-    monitor: Optional[str] = "val/loss"
+    monitor: str | None = "val/loss"
     mode: str = "min"
     save_top_k: int = 1
     # last.ckpt (what resume continues from): every N epochs, or every N optimizer steps for long epochs
-    every_n_epochs: Optional[int] = 1
-    every_n_train_steps: Optional[int] = None
+    every_n_epochs: int | None = 1
+    every_n_train_steps: int | None = None
 
 
 @dataclass
@@ -139,8 +139,8 @@ class ExperimentConfig:
     seed: int = 42
     # "latest" (newest run of this method), "auto" (continue run.name if it has a checkpoint), or a
     # run directory
-    resume: Optional[str] = None
-    ckpt_path: Optional[str] = None
+    resume: str | None = None
+    ckpt_path: str | None = None
     logger: LoggerKind = LoggerKind.wandb
     wandb: WandbConfig = field(default_factory=WandbConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -248,7 +248,7 @@ def _parent(full_key: str) -> str:
     return full_key.rsplit(".", 1)[0] if "." in full_key else ""
 
 
-def _node_type(cfg: DictConfig, key: str) -> Optional[type]:
+def _node_type(cfg: DictConfig, key: str) -> type | None:
     node = OmegaConf.select(cfg, key) if key else cfg
     if isinstance(node, DictConfig):
         node_type = OmegaConf.get_type(node)

@@ -13,8 +13,9 @@ import importlib
 import logging
 import time
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any
 
 import torch
 from omegaconf import OmegaConf
@@ -62,7 +63,7 @@ def _num_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _try_onnx(model: nn.Module, sample: Tensor, path: Path) -> Optional[str]:
+def _try_onnx(model: nn.Module, sample: Tensor, path: Path) -> str | None:
     """ONNX where the model allows it; a failure is reported in the metadata, not fatal."""
     try:
         import onnx  # noqa: F401

@@ -7,7 +7,7 @@ smooth within an epoch and resume exactly from the scheduler state Lightning che
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any
 
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
@@ -44,7 +44,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float) -> Optimizer:
 
 def build_scheduler(
     optimizer: Optimizer, cfg: OptimConfig, total_updates: int, updates_per_epoch: int
-) -> Optional[Any]:
+) -> Any | None:
     """A timm scheduler over `total_updates` optimizer steps; epochs in the config are converted."""
     if cfg.scheduler == "none":
         return None

@@ -6,8 +6,9 @@ imports every method explicitly (no directory scan), so the registry is filled o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from tenfold.errors import ConfigError
 

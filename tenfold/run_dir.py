@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -31,7 +31,7 @@ PACKAGES = ("torch", "torchvision", "lightning", "timm", "torchmetrics", "wandb"
 @dataclass(frozen=True)
 class RunDir:
     path: Path
-    resume_from: Optional[Path]  # last.ckpt to continue from, if any
+    resume_from: Path | None  # last.ckpt to continue from, if any
     wandb_id: str
 
     @property
@@ -44,10 +44,11 @@ class RunDir:
 
 
 def default_run_name(cfg: Any) -> str:
-    """`<job id>-<hash>` on a cluster (identical on every rank), else `<timestamp>-<hash>`."""
+    """`job<id>` on a cluster (identical on every rank, and across requeues even if the YAML was
+    edited meanwhile), else `<timestamp>-<config hash>`."""
     job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID", "")
     if job and job != "none":
-        return f"job{job}-{config_hash(cfg)}"
+        return f"job{job}"
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError(
             "this is a multi-process launch without a job id: set run.name=<name> so that every "
@@ -89,13 +90,19 @@ def resolve_run_dir(cfg: Any) -> RunDir:
         if not resume_from.is_file():
             raise ConfigError(f"ckpt_path={cfg.ckpt_path}: file not found")
     elif cfg.resume is not None and last.is_file():
-        resume_from = last
+        resume_from = newest_checkpoint(path)
     elif last.is_file() and not inherited:
         raise ConfigError(
             f"run directory {path} already holds {LAST_CKPT}: pass resume=auto to continue it, "
             "or choose another run.name"
         )
     return RunDir(path=path, resume_from=resume_from, wandb_id=_wandb_id(path))
+
+
+def newest_checkpoint(path: Path) -> Path:
+    """last.ckpt, or Lightning's SLURM requeue checkpoint (`hpc_ckpt_<n>.ckpt`) if that is newer."""
+    candidates = [path / LAST_CKPT, *path.glob("hpc_ckpt_*.ckpt")]
+    return max((p for p in candidates if p.is_file()), key=lambda p: p.stat().st_mtime)
 
 
 def _wandb_id(path: Path) -> str:
@@ -131,18 +138,24 @@ def _versions() -> dict[str, str]:
 
 
 def write_run_files(run: RunDir, cfg: Any, world_size: int) -> None:
-    """config.yaml (resolved) and meta.yaml; call on global rank 0 only."""
+    """config.yaml (resolved) and meta.yaml; call on global rank 0 only.
+
+    A resumed run keeps the original meta.yaml and appends this start to its `resumes` list.
+    """
     run.path.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(OmegaConf.create(to_plain(cfg)), run.path / "config.yaml")
-    meta = {
-        "method": cfg.method,
+    start = {
         "git_sha": _git_sha(),
         "command": " ".join(sys.argv),
         "host": platform.node(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "world_size": world_size,
-        "resumed_from": str(run.resume_from) if run.resume_from else None,
-        "wandb_id": run.wandb_id,
         "versions": _versions(),
     }
-    OmegaConf.save(OmegaConf.create(meta), run.path / "meta.yaml")
+    meta_path = run.path / "meta.yaml"
+    if run.resume_from is not None and meta_path.is_file():
+        meta = OmegaConf.to_container(OmegaConf.load(meta_path))
+        meta["resumes"] = [*meta.get("resumes", []), {**start, "from": str(run.resume_from)}]
+    else:
+        meta = {"method": cfg.method, "wandb_id": run.wandb_id, **start}
+    OmegaConf.save(OmegaConf.create(meta), meta_path)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import asdict
-from typing import Any, Optional
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -107,7 +107,7 @@ def build_trainer(cfg: Any, spec: MethodSpec, run_dir: RunDir, datamodule: Any) 
     )
 
 
-def _keep_best_checkpoint(trainer: L.Trainer, run_dir: RunDir) -> Optional[str]:
+def _keep_best_checkpoint(trainer: L.Trainer, run_dir: RunDir) -> str | None:
     """Copy the best checkpoint to checkpoints/best.ckpt (rank 0); return its path for test/export."""
     callback = trainer.checkpoint_callback
     best = getattr(callback, "best_model_path", "") or getattr(callback, "last_model_path", "")
@@ -121,7 +121,7 @@ def _keep_best_checkpoint(trainer: L.Trainer, run_dir: RunDir) -> Optional[str]:
 
 
 def export(module: Any, datamodule: Any, trainer: L.Trainer, run_dir: RunDir, cfg: Any,
-           source: Optional[str]) -> None:
+           source: str | None) -> None:
     datamodule.setup("validate")
     sample = next(iter(datamodule.val_dataloader()))[0][: cfg.export.sample_batch_size]
     model, spec = apply_export_transforms(

@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, TINY, train_cli, train_subprocess
 
 DEMO = "configs/demo/rdnet.yaml"

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import DataLoader
-
 from conftest import only_run_dir, train_subprocess
+from torch.utils.data import DataLoader
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from datamodules.image_classification import AugmentConfig, ImageClassificationDataConfig
 from lightning_modules.image_classifier import ClassifierConfig, MixupConfig
@@ -13,9 +13,9 @@ from tenfold.config import CheckpointConfig, ExperimentConfig, OptimConfig, Trai
 @dataclass
 class RDNetModelConfig(ClassifierConfig):
     name: str = "rdnet_tiny"  # rdnet_tiny | rdnet_small | rdnet_base | rdnet_large
-    drop_path_rate: Optional[float] = None  # None: the paper's per-variant rate (T .15 S .35 B .4 L .5)
+    drop_path_rate: float | None = None  # None: the paper's per-variant rate (T .15 S .35 B .4 L .5)
     drop_rate: float = 0.0  # head dropout
-    pretrained_file: Optional[str] = None  # a local checkpoint to start from; nothing is downloaded
+    pretrained_file: str | None = None  # a local checkpoint to start from; nothing is downloaded
     arch: dict[str, Any] = field(default_factory=dict)  # timm RDNet constructor overrides
     label_smoothing: float = 0.1
     mixup: MixupConfig = field(

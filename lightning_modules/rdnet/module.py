@@ -6,8 +6,8 @@ from torch import nn
 
 from datamodules.image_classification import ImageClassificationDataModule
 from lightning_modules.image_classifier import ImageClassifier
-from lightning_modules.rdnet.net import build_rdnet
 from lightning_modules.rdnet.config import RDNetConfig
+from lightning_modules.rdnet.net import build_rdnet
 from tenfold.registry import register_method
 
 

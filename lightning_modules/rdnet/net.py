@@ -6,7 +6,7 @@ for the CPU demo); the block rules (concatenation, transitions, ESE, layer scale
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import timm
 from torch import nn
@@ -19,10 +19,10 @@ PAPER_DROP_PATH = {"rdnet_tiny": 0.15, "rdnet_small": 0.35, "rdnet_base": 0.4, "
 def build_rdnet(
     name: str,
     num_classes: int,
-    drop_path_rate: Optional[float] = None,
+    drop_path_rate: float | None = None,
     drop_rate: float = 0.0,
-    pretrained_file: Optional[str] = None,
-    arch: Optional[dict[str, Any]] = None,
+    pretrained_file: str | None = None,
+    arch: dict[str, Any] | None = None,
 ) -> nn.Module:
     """An RDNet variant; `pretrained_file` is a local timm/official checkpoint (never downloaded)."""
     if name not in VARIANTS:
