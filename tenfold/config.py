@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,7 +265,7 @@ def _describe_fields(schema: type) -> str:
 
 def _type_name(tp: Any) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Union:
+    if origin in (typing.Union, types.UnionType):
         names = " or ".join(_type_name(a) for a in args if a is not type(None))
         return names + " or null" if type(None) in args else names
     if origin is not None:  # list[float], dict[str, Any]
