@@ -125,6 +125,19 @@ class CheckpointConfig:
 
 
 @dataclass
+class EMAConfig:
+    """Exponential moving average of the weights (Lightning's EMAWeightAveraging).
+
+    When on, validation, checkpoints, test and export use the averaged weights.
+    """
+
+    enabled: bool = False
+    decay: float = 0.9998
+    update_every_n_steps: int = 1
+    update_starting_at_step: int | None = None
+
+
+@dataclass
 class ExportConfig:
     enabled: bool = True
     onnx: bool = True  # also write model.onnx where the model allows it
@@ -148,6 +161,7 @@ class ExperimentConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     model: Any = None
     data: Any = None

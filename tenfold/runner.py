@@ -12,7 +12,7 @@ from dataclasses import asdict
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
 from callbacks.log_lines import LogLinesCallback
@@ -87,6 +87,12 @@ def build_trainer(cfg: Any, spec: MethodSpec, run_dir: RunDir, datamodule: Any) 
         ),
         *spec.callbacks(cfg),
     ]
+    if cfg.ema.enabled:
+        callbacks.append(EMAWeightAveraging(
+            decay=cfg.ema.decay,
+            update_every_n_steps=cfg.ema.update_every_n_steps,
+            update_starting_at_step=cfg.ema.update_starting_at_step,
+        ))
     if not show_bar:
         callbacks.append(LogLinesCallback(cfg.trainer.log_every_n_steps))
     loggers = build_loggers(

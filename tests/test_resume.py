@@ -20,8 +20,8 @@ RUN = [
     "trainer.limit_train_batches=4", "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=1",
     "trainer.deterministic=true", "trainer.enable_progress_bar=false", "data.batch_size_per_device=16",
     "run.test=false", "export.enabled=false",
-    # Drop path and random crops exercise the restored RNG streams.
-    "model.drop_path_rate=0.1",
+    # Drop path and random crops exercise the restored RNG streams; EMA the restored callback state.
+    "model.drop_path_rate=0.1", "ema.enabled=true", "ema.decay=0.9",
 ]
 
 
