@@ -31,17 +31,19 @@ class AttentionStripes(pl.Callback):
         self._rows: dict[str, list[torch.Tensor]] = {}
         self._handles: list[RemovableHandle] = []
 
-    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        self._rows = {}
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         modules = input_dependent_attentions(pl_module)
         if self.image_layer is not None and self.image_layer not in modules:
             raise ConfigError(
                 f"AttentionStripes image_layer {self.image_layer!r} is not an input-dependent "
                 f"attention module; valid: {sorted(modules)}"
             )
-        for name, module in modules.items():
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self._rows = {}
+        for name, module in input_dependent_attentions(pl_module).items():
             self._handles.append(module.register_forward_hook(partial(self._record, name)))
 
     def _record(

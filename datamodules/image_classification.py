@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 from timm.data import create_transform
 from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
 
 from datamodules.digits import CLASS_NAMES as DIGIT_CLASSES
 from datamodules.digits import digit_images
@@ -33,10 +34,17 @@ class DataSource(enum.Enum):
     hf = "hf"
 
 
+class CropMode(enum.Enum):
+    random_resized = "random_resized"  # ImageNet style (timm): RandomResizedCrop + RandAugment + erasing
+    pad = "pad"  # CIFAR style: pad by `padding`, random crop back to size, horizontal flip
+
+
 @dataclass
 class AugmentConfig:
-    """Training augmentation, passed to `timm.data.create_transform` (timm's names)."""
+    """Training augmentation; `random_resized` goes through `timm.data.create_transform`."""
 
+    crop: CropMode = CropMode.random_resized
+    padding: int = 4  # pad mode only
     scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
     ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
     hflip: float = 0.5
@@ -139,6 +147,14 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     def train_transform(self) -> Callable:
         cfg, aug = self.cfg, self.cfg.augment
+        if aug.crop is CropMode.pad:
+            return T.Compose([
+                T.Resize(cfg.image_size),
+                T.RandomCrop(cfg.image_size, padding=aug.padding),
+                T.RandomHorizontalFlip(aug.hflip),
+                T.ToTensor(),
+                T.Normalize(cfg.mean, cfg.std),
+            ])
         return create_transform(
             input_size=self.input_size,
             is_training=True,

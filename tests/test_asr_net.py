@@ -1,4 +1,4 @@
-"""ASR networks: exact folding, deployed architecture = plain backbone, parameter counts (§3.1, §6)."""
+"""ASR nets: exact folding, deployed net = plain backbone, parameter counts (digest §3.1, §6)."""
 
 import copy
 
@@ -10,10 +10,10 @@ from torch import nn
 
 from lightning_modules.asr.attention import ASR, ChannelAttention, build_attention
 from lightning_modules.asr.rdnet_asr import apply_asr_to_rdnet, create_plain_rdnet
-from lightning_modules.asr.resnet_cifar import deployed_variant, resnet_cifar
+from lightning_modules.asr.resnet_cifar import resnet_cifar
 from lightning_modules.asr.stripes import input_dependent_attentions, stripe_statistic
 from tenfold.errors import ConfigError
-from tenfold.reparam import reparameterize_model
+from tenfold.reparam import reparameterize_checked, reparameterize_model
 
 # Reduced rdnet_tiny (7 stages, one block each) so the fast tests run in about a second.
 SMALL_RDNET = dict(
@@ -65,10 +65,10 @@ def _assert_folds_exactly(model: nn.Module, size: int, dtype: torch.dtype) -> nn
 
 def _assert_loads_into(deployed: nn.Module, plain: nn.Module, size: int) -> None:
     """`deployed` has the state dict, parameter count and outputs of the plain backbone."""
-    plain.load_state_dict(deployed.state_dict(), strict=True)
-    plain.to(next(deployed.parameters()).dtype).eval()
+    dtype = next(deployed.parameters()).dtype
+    plain.to(dtype).eval().load_state_dict(deployed.state_dict(), strict=True)
     assert _num_params(plain) == _num_params(deployed)
-    x = torch.randn(4, 3, size, size, dtype=next(plain.parameters()).dtype)
+    x = torch.randn(4, 3, size, size, dtype=dtype)
     with torch.no_grad():
         assert torch.equal(plain(x), deployed(x))
 
@@ -81,7 +81,7 @@ def _assert_loads_into(deployed: nn.Module, plain: nn.Module, size: int) -> None
     [
         ("baseline", 1_727_284, 1_727_284),
         ("se", 1_929_388, 1_929_388),
-        # The digest's 1,953,580 / 2,155,684 include the official duplicate "fused" BN; we keep none.
+        # The digest's 1,953,580 / 2,155,684 count the official duplicate "fused" BN; we have none.
         ("asr", 1_937_452, 1_727_284),
         ("asr_se", 2_139_556, 1_929_388),
     ],
@@ -106,7 +106,7 @@ def test_resnet_asr_folds_into_plain_backbone(variant, dtype):
     # ASR's attention is gone; asr_se keeps its input-dependent SE, one per block.
     kept = [m for m in deployed.modules() if isinstance(m, ChannelAttention)]
     assert len(kept) == (6 if variant == "asr_se" else 0)
-    plain = resnet_cifar(deployed_variant(variant), depth=20, num_classes=10)
+    plain = resnet_cifar(variant, depth=20, num_classes=10, reparameterized=True)
     _assert_loads_into(deployed, plain, 32)
 
 
@@ -146,7 +146,8 @@ def test_asr_starts_at_psi_one_tenth_and_ignores_the_input():
 
 
 def test_asr_trains_psi_and_attention():
-    asr = ASR(nn.Conv2d(8, 16, 1), build_attention("se", 16))
+    torch.manual_seed(0)
+    asr = ASR(nn.Conv2d(8, 64, 1), build_attention("se", 64))
     asr(torch.randn(4, 8, 5, 5)).square().mean().backward()
     assert asr.psi.grad.abs().sum() > 0
     assert all(p.grad.abs().sum() > 0 for p in asr.attention.parameters())
@@ -156,7 +157,9 @@ def test_reparameterize_is_repeatable_and_leaves_the_module_alone():
     asr = ASR(nn.BatchNorm2d(16), build_attention("se", 16))
     before = copy.deepcopy(asr.state_dict())
     first, second = asr.reparameterize(), asr.reparameterize()
-    assert all(torch.equal(first.state_dict()[k], second.state_dict()[k]) for k in before if "layer" in k)
+    # Folding again does not compound the scale (the official code's pitfall with in-place folds).
+    torch.testing.assert_close(first.weight, asr.vector().flatten(), rtol=0, atol=0)
+    assert all(torch.equal(first.state_dict()[k], v) for k, v in second.state_dict().items())
     assert all(torch.equal(before[k], v) for k, v in asr.state_dict().items())
 
 
@@ -176,8 +179,8 @@ def test_train_export_train_matches_twin_that_never_exported():
     for i, (x, y) in enumerate(batches):
         for m, opt in zip((model, twin), optimizers):
             step(m, opt, x, y)
-        if i == 1:
-            reparameterize_model(model.eval())
+        if i == 1:  # export mid-training, with the output check the export callback runs
+            reparameterize_checked(model.eval(), x)
     x = batches[0][0]
     exports = [reparameterize_model(m.eval()) for m in (model, twin)]
     for a, b in zip(model.state_dict().values(), twin.state_dict().values()):

@@ -21,7 +21,7 @@ class ChannelAttention(nn.Module):
 
 
 class SqueezeExcite(ChannelAttention):
-    """SE as in the official ASR code: pool -> Linear(C, round(C/16)) -> ReLU -> Linear -> sigmoid."""
+    """SE of the official ASR code: pool -> Linear(C, round(C/16)) -> ReLU -> Linear -> sigmoid."""
 
     def __init__(self, channels: int, reduction: int = 16) -> None:
         super().__init__()
@@ -67,7 +67,9 @@ class ASR(nn.Module):
     code, so v starts near 0.5.
     """
 
-    def __init__(self, layer: nn.Module, attention: ChannelAttention, psi_init: float = 0.1):
+    def __init__(
+        self, layer: nn.Module, attention: ChannelAttention, psi_init: float = 0.1
+    ) -> None:
         super().__init__()
         channels = output_channels(layer)
         self.layer = layer

@@ -18,7 +18,7 @@ from lightning_modules.asr.attention import ASR, EffectiveSqueezeExcite
 def apply_asr_to_rdnet(model: RDNet, psi_init: float = 0.1) -> RDNet:
     """Replace, in place, every ESE block of `model` by its ASR form; returns `model`.
 
-    The ESE's 1x1 conv weights are kept, so a trained ESE network starts from its own gate.
+    The ESE's 1x1 conv carries over (weights, device, dtype); only the gate's input changes.
     """
     for module in model.modules():
         if isinstance(module, DenseBlock) and isinstance(module.layers, BlockESE):

@@ -91,7 +91,9 @@ class ResNetCifar(nn.Module):
             stage = []
             for j in range(blocks):
                 stride = 2 if i > 0 and j == 0 else 1
-                stage.append(Bottleneck(in_channels, width, stride, attention, asr, input_attention))
+                stage.append(
+                    Bottleneck(in_channels, width, stride, attention, asr, input_attention)
+                )
                 in_channels = width * EXPANSION
             stages.append(nn.Sequential(*stage))
         self.layer1, self.layer2, self.layer3 = stages
@@ -115,18 +117,18 @@ class ResNetCifar(nn.Module):
 
 
 def resnet_cifar(
-    variant: str = "baseline", depth: int = 164, num_classes: int = 100, attention: str = "se"
+    variant: str = "baseline",
+    depth: int = 164,
+    num_classes: int = 100,
+    attention: str = "se",
+    reparameterized: bool = False,
 ) -> ResNetCifar:
     """ResNet `variant` ("baseline", "se", "asr", "asr_se") with `attention` as its "se" module.
 
-    After `reparameterize_model`, "asr" has the state dict of "baseline" and "asr_se" that of "se".
+    `reparameterized` builds the architecture `variant` has after `reparameterize_model`, which an
+    export loads into strictly: "asr" becomes "baseline" and "asr_se" becomes "se".
     """
     if variant not in VARIANTS:
         raise ConfigError(f"unknown ResNet variant {variant!r}; valid: {sorted(VARIANTS)}")
     asr, input_attention = VARIANTS[variant]
-    return ResNetCifar(depth, num_classes, attention, asr, input_attention)
-
-
-def deployed_variant(variant: str) -> str:
-    """The plain variant whose architecture `variant` has after re-parameterization."""
-    return {"asr": "baseline", "asr_se": "se"}.get(variant, variant)
+    return ResNetCifar(depth, num_classes, attention, asr and not reparameterized, input_attention)

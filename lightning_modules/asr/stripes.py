@@ -1,4 +1,4 @@
-"""The Stripe Observation (§2.2): attention vectors of different inputs approach one constant vector.
+"""The Stripe Observation (§2.2): attention vectors of different inputs approach a constant vector.
 
 Stacking one layer's attention vectors as rows (inputs) x columns (channels) shows vertical
 stripes. `stripe_statistic` measures them; `input_dependent_attentions` finds what to record.

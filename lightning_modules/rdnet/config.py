@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datamodules.image_classification import AugmentConfig, ImageClassificationDataConfig
+from lightning_modules.asr.config import ASRConfig
 from lightning_modules.image_classifier import ClassifierConfig, MixupConfig
 from tenfold.config import CheckpointConfig, ExperimentConfig, OptimConfig, TrainerConfig
 
@@ -27,6 +28,8 @@ class RDNetModelConfig(ClassifierConfig):
 class RDNetConfig(ExperimentConfig):
     method: str = "rdnet"
     model: RDNetModelConfig = field(default_factory=RDNetModelConfig)
+    # ASR on the ESE gates (arXiv 2304.06345): off in the RDNet paper's recipe.
+    asr: ASRConfig = field(default_factory=lambda: ASRConfig(enabled=False, stripes=False))
     data: ImageClassificationDataConfig = field(
         default_factory=lambda: ImageClassificationDataConfig(
             batch_size_per_device=64, image_size=224, crop_pct=0.9, augment=AugmentConfig()

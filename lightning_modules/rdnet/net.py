@@ -11,6 +11,8 @@ from typing import Any
 import timm
 from torch import nn
 
+from lightning_modules.asr.rdnet_asr import apply_asr_to_rdnet, plain_rdnet_kwargs
+
 VARIANTS = ("rdnet_tiny", "rdnet_small", "rdnet_base", "rdnet_large")
 # Stochastic-depth rate of the paper's ImageNet-1K recipe, per variant (digest §2.6).
 PAPER_DROP_PATH = {"rdnet_tiny": 0.15, "rdnet_small": 0.35, "rdnet_base": 0.4, "rdnet_large": 0.5}
@@ -23,16 +25,27 @@ def build_rdnet(
     drop_rate: float = 0.0,
     pretrained_file: str | None = None,
     arch: dict[str, Any] | None = None,
+    asr: bool = False,
+    asr_psi_init: float = 0.1,
+    reparameterized: bool = False,
 ) -> nn.Module:
-    """An RDNet variant; `pretrained_file` is a local timm/official checkpoint (never downloaded)."""
+    """An RDNet variant; `pretrained_file` is a local timm/official checkpoint (never downloaded).
+
+    `asr` feeds every ESE gate a learnable input (ASR, arXiv 2304.06345); `reparameterized` builds
+    what such a model folds into at export: the same RDNet with plain blocks and no gates.
+    """
     if name not in VARIANTS:
         raise ValueError(f"unknown RDNet variant '{name}'; choose one of {', '.join(VARIANTS)}")
-    return timm.create_model(
+    arch = dict(arch or {})
+    if asr and reparameterized:
+        arch.update(plain_rdnet_kwargs(name, **arch))
+    model = timm.create_model(
         name,
         pretrained=pretrained_file is not None,
         pretrained_cfg_overlay={"file": pretrained_file} if pretrained_file else None,
         num_classes=num_classes,
         drop_path_rate=PAPER_DROP_PATH[name] if drop_path_rate is None else drop_path_rate,
         drop_rate=drop_rate,
-        **(arch or {}),
+        **arch,
     )
+    return apply_asr_to_rdnet(model, asr_psi_init) if asr and not reparameterized else model
