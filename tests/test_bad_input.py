@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO, TINY, train_cli, train_subprocess
 
 DEMO = "configs/demo/rdnet.yaml"

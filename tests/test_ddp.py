@@ -1,5 +1,5 @@
-"""`strategy=ddp` with 2 CPU processes (gloo): one run dir, one checkpoint set, one W&B run, and
-test metrics synced over both ranks' shards."""
+"""`strategy=ddp` with 2 CPU processes (gloo), for every method's demo config: one run dir, one
+checkpoint set, one W&B run, and test metrics synced over both ranks' shards."""
 
 from __future__ import annotations
 
@@ -8,40 +8,42 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import only_run_dir, train_subprocess
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
+
+from conftest import REPO, only_run_dir, train_subprocess
+from tenfold.registry import get_method
+
+DEMO_CONFIGS = sorted(str(p.relative_to(REPO)) for p in (REPO / "configs" / "demo").glob("*.yaml"))
 
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("config", DEMO_CONFIGS, ids=lambda p: Path(p).stem)
+def test_ddp_two_cpu_processes(config: str, tmp_path: Path) -> None:
+    method = OmegaConf.load(REPO / config).method
     proc = train_subprocess(
-        "--config", "configs/demo/rdnet.yaml", f"run.root={tmp_path}", "logger=wandb",
+        "--config", config, f"run.root={tmp_path}", "logger=wandb",
         "trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.max_epochs=1",
         "trainer.limit_train_batches=3", "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
         "data.batch_size_per_device=16", "data.eval_batch_size_per_device=45", "export.onnx=false",
         env={"WANDB_MODE": "offline"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    run = only_run_dir(tmp_path)
+    run = only_run_dir(tmp_path, method)
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert ckpts == ["best.ckpt", "epoch000-step0000003.ckpt", "last.ckpt"]
     assert len(list((run / "wandb").glob("offline-run-*"))) == 1
     assert (run / "export" / "model.pt").is_file()
-
-    from omegaconf import OmegaConf
-
     assert OmegaConf.load(run / "meta.yaml").world_size == 2
     with open(run / "metrics.csv") as fh:
         logged = [float(row["test/top1"]) for row in csv.DictReader(fh) if row.get("test/top1")]
     assert len(logged) == 1
 
     # The same checkpoint evaluated on the whole test split in one process.
-    from datamodules.image_classification import ImageClassificationDataModule
-    from lightning_modules.rdnet.module import RDNetModule
-
-    module = RDNetModule.load_from_checkpoint(run / "checkpoints" / "best.ckpt", weights_only=True).eval()
-    datamodule = ImageClassificationDataModule(module.cfg.data)
+    spec = get_method(method)
+    module = spec.module_class.load_from_checkpoint(run / "checkpoints" / "best.ckpt", weights_only=True).eval()
+    datamodule = spec.datamodule_class(module.cfg.data)
     datamodule.setup("test")
     correct = total = 0
     with torch.no_grad():

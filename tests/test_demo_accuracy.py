@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import pytest
+
 from conftest import only_run_dir, train_cli
 
 

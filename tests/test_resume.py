@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, train_subprocess
 
+from conftest import REPO, train_subprocess
 from tenfold.checkpoint_io import load_weights_only
 
 RUN = [

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, TINY, only_run_dir, train_cli
 from omegaconf import OmegaConf
 
+from conftest import REPO, TINY, only_run_dir, train_cli
 from predict import predict
 from tenfold.checkpoint_io import load_weights_only
 from tenfold.export import load_export
