@@ -1,4 +1,1 @@
-"""One folder per method; importing this package registers every method (explicitly, no scanning)."""
-
-from lightning_modules.asr import module as _asr  # noqa: F401
-from lightning_modules.rdnet import module as _rdnet  # noqa: F401
+"""One folder per method. `lightning_modules.methods` imports (and so registers) every one of them."""

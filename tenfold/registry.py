@@ -1,7 +1,7 @@
 """The method registry: `method: <name>` in a config selects everything a run needs.
 
-Each method registers once, with a decorator next to its LightningModule. `lightning_modules/__init__.py`
-imports every method explicitly (no directory scan), so the registry is filled on first lookup.
+Each method registers once, with a decorator next to its LightningModule. `lightning_modules/methods.py`
+imports every method explicitly (no directory scan); the registry imports it on first lookup.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def register_method(
 
 
 def _load_methods() -> None:
-    import lightning_modules  # noqa: F401  (registers every method on import)
+    import lightning_modules.methods  # noqa: F401  (registers every method on import)
 
 
 def get_method(name: str) -> MethodSpec:

@@ -1,0 +1,8 @@
+"""Every method, imported explicitly (no directory scan): importing this module fills the registry.
+
+Kept out of the package `__init__` so that importing one method's pure-torch parts does not import
+every method (and their callbacks) first.
+"""
+
+from lightning_modules.asr import module as _asr  # noqa: F401
+from lightning_modules.rdnet import module as _rdnet  # noqa: F401
