@@ -8,6 +8,7 @@ optimizer/schedule live here once.
 from __future__ import annotations
 
 import copy
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -50,7 +51,7 @@ def _accuracy(num_classes: int) -> MetricCollection:
     )
 
 
-class ImageClassifier(L.LightningModule):
+class ImageClassifier(L.LightningModule, ABC):
     config_class: ClassVar[type]  # the method's ExperimentConfig subclass
 
     def __init__(self, config: dict, class_names: list[str]) -> None:
@@ -71,12 +72,13 @@ class ImageClassifier(L.LightningModule):
 
     # ---- what a method provides
 
+    @abstractmethod
     def build_net(self, num_classes: int) -> nn.Module:
-        raise NotImplementedError
+        """The method's network (pure torch) for `num_classes` outputs."""
 
+    @abstractmethod
     def export_spec(self) -> dict:
         """How to rebuild the exported net: {"target": "module:function", "kwargs": {...}}."""
-        raise NotImplementedError
 
     # ---- export hook used by the platform
 

@@ -48,7 +48,6 @@ def test_image_folder_source(image_folder: Path) -> None:
 
 
 def test_hf_local_imagefolder_source(image_folder: Path, tmp_path: Path) -> None:
-    pytest.importorskip("datasets")
     cfg = _config(source=DataSource.hf, hf_name="imagefolder", root=str(image_folder),
                   cache_dir=str(tmp_path / "hf-cache"), val_split="validation", test_split="test")
     dm = ImageClassificationDataModule(cfg)
