@@ -92,3 +92,9 @@ def test_real_process_prints_one_line_and_exits_nonzero(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]  # one line, no traceback
     assert "trainer.max_epochs" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_paper_asr_config_without_cifar100_says_how_to_get_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    line = error_line(capsys, "--config", "configs/asr.yaml", f"run.root={tmp_path}", "logger=none",
+                      f"data.cache_dir={tmp_path / 'empty-hf-cache'}")
+    assert "uoft-cs/cifar100" in line and "data.offline=false" in line and "data.root" in line
