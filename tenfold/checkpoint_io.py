@@ -36,13 +36,16 @@ def atomic_copy(src: str | Path, dst: str | Path) -> None:
     atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
-def load_weights_only(path: str | Path, map_location: Any = "cpu") -> dict:
-    """`torch.load` with `weights_only=True`, turning every failure into one clear error."""
+def load_weights_only(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> dict:
+    """`torch.load` with `weights_only=True`, turning every failure into one clear error.
+
+    `mmap=True` maps tensors lazily: a cheap way to validate a large checkpoint before a run.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # noqa: BLE001 (zip, pickle and EOF errors all mean "unreadable")
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(

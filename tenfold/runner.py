@@ -6,7 +6,6 @@ entry point); everything that must happen once per job is guarded by the global 
 
 from __future__ import annotations
 
-import logging
 import sys
 from dataclasses import asdict
 from typing import Any
@@ -25,14 +24,13 @@ from tenfold.loggers import build_loggers
 from tenfold.registry import MethodSpec, get_method
 from tenfold.run_dir import RunDir, resolve_run_dir, write_run_files
 
-log = logging.getLogger("tenfold")
-
 
 def run(cfg: Any, validate_only: bool = False) -> dict[str, float]:
     spec = get_method(cfg.method)
     run_dir = resolve_run_dir(cfg)
     if run_dir.resume_from is not None:
-        load_weights_only(run_dir.resume_from)  # fail now, with a clear message, if it is unreadable
+        # Fail now, with a clear message, if it is unreadable (mmap: no full read of a large file).
+        load_weights_only(run_dir.resume_from, mmap=True)
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = spec.datamodule_class(cfg.data)
