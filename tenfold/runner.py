@@ -11,6 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 import lightning as L
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -19,6 +20,7 @@ from callbacks.prediction_samples import PredictionSamplesCallback
 from callbacks.rng_state import RNGStateCallback
 from tenfold.checkpoint_io import AtomicCheckpointIO, atomic_copy, load_weights_only
 from tenfold.config import LoggerKind, to_plain
+from tenfold.errors import ConfigError
 from tenfold.export import apply_export_transforms, write_export
 from tenfold.loggers import build_loggers
 from tenfold.registry import MethodSpec, get_method
@@ -101,14 +103,18 @@ def build_trainer(cfg: Any, spec: MethodSpec, run_dir: RunDir, datamodule: Any) 
     if cfg.logger in (LoggerKind.wandb, LoggerKind.tensorboard) and hasattr(datamodule, "export_meta"):
         meta = datamodule.export_meta()
         callbacks.append(PredictionSamplesCallback(meta["mean"], meta["std"], meta["class_names"]))
-    return L.Trainer(
-        **tcfg,
-        enable_progress_bar=show_bar,
-        default_root_dir=run_dir.path,
-        logger=loggers or False,
-        callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
-    )
+    try:
+        return L.Trainer(
+            **tcfg,
+            enable_progress_bar=show_bar,
+            default_root_dir=run_dir.path,
+            logger=loggers or False,
+            callbacks=callbacks,
+            plugins=[AtomicCheckpointIO()],
+        )
+    except (MisconfigurationException, ValueError, TypeError, ModuleNotFoundError) as exc:
+        # Lightning validates accelerator/devices/strategy/precision values itself.
+        raise ConfigError(f"invalid trainer.* setting: {exc}") from None
 
 
 def _keep_best_checkpoint(trainer: L.Trainer, run_dir: RunDir) -> str | None:

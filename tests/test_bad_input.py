@@ -98,3 +98,9 @@ def test_paper_asr_config_without_cifar100_says_how_to_get_it(tmp_path: Path, ca
     line = error_line(capsys, "--config", "configs/asr.yaml", f"run.root={tmp_path}", "logger=none",
                       f"data.cache_dir={tmp_path / 'empty-hf-cache'}")
     assert "uoft-cs/cifar100" in line and "data.offline=false" in line and "data.root" in line
+
+
+@pytest.mark.parametrize("override", ["trainer.devices=abc", "trainer.precision=17"])
+def test_invalid_trainer_setting(override: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    line = error_line(capsys, "--config", DEMO, f"run.root={tmp_path}", override, *TINY)
+    assert line.startswith("error: invalid trainer.* setting")
