@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import netrc
 import os
 import re
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from tenfold.config import LoggerKind, WandbConfig
 from tenfold.errors import ConfigError
@@ -27,6 +30,25 @@ def redact_secrets(tree: Any) -> Any:
     if isinstance(tree, list):
         return [redact_secrets(v) for v in tree]
     return tree
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv; a resumed run appends to it instead."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as fh:
+                self.metrics_keys = sorted(next(csv.reader(fh), []))
+
+
+class ResumableCSVLogger(CSVLogger):
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 def _wandb_key_configured() -> bool:
@@ -63,7 +85,7 @@ def build_loggers(
     if kind is LoggerKind.none:
         return []
     # CSV is always on: metrics.csv in the run dir survives any dashboard outage.
-    loggers: list[Logger] = [CSVLogger(save_dir=run_dir, name="", version="")]
+    loggers: list[Logger] = [ResumableCSVLogger(save_dir=run_dir, name="", version="")]
     if kind is LoggerKind.tensorboard:
         loggers.append(TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""))
     elif kind is LoggerKind.wandb:

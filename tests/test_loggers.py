@@ -48,5 +48,5 @@ def test_secrets_are_redacted() -> None:
 def test_csv_is_always_kept(tmp_path: Path) -> None:
     kinds = [type(lg).__name__ for lg in build_loggers(LoggerKind.tensorboard, WandbConfig(), tmp_path, "r", "id",
                                                        [], None)]
-    assert kinds == ["CSVLogger", "TensorBoardLogger"]
+    assert kinds == ["ResumableCSVLogger", "TensorBoardLogger"]
     assert build_loggers(LoggerKind.none, WandbConfig(), tmp_path, "r", "id", [], None) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from conftest import REPO, train_subprocess
 from tenfold.checkpoint_io import load_weights_only
 
 RUN = [
-    "--config", "configs/demo/rdnet.yaml", "logger=none", "seed=7", "trainer.max_epochs=6",
+    "--config", "configs/demo/rdnet.yaml", "logger=csv", "seed=7", "trainer.max_epochs=6",
     "trainer.limit_train_batches=4", "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=1",
     "trainer.deterministic=true", "trainer.enable_progress_bar=false", "data.batch_size_per_device=16",
     "run.test=false", "export.enabled=false",
@@ -60,6 +61,10 @@ def test_killed_run_resumes_to_identical_weights(tmp_path: Path) -> None:
         torch.testing.assert_close(b["state_dict"][name], value, rtol=0, atol=1e-6, msg=name)
     lr_a = a["optimizer_states"][0]["param_groups"][0]["lr"]
     assert b["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(lr_a)
+    # The metrics logged before the kill are still there: the resumed run appended to metrics.csv.
+    with open(tmp_path / "rdnet" / "killed" / "metrics.csv") as fh:
+        val_epochs = {int(row["epoch"]) for row in csv.DictReader(fh) if row.get("val/loss")}
+    assert val_epochs == set(range(6))
 
 
 def test_existing_run_dir_is_not_overwritten(tmp_path: Path) -> None:
