@@ -12,7 +12,13 @@ import pytest
 from lightning_modules.face_emotion import analysis
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "face_of_populism"
-needs_data = pytest.mark.skipif(not (DATA / "per_frame").is_dir(), reason=f"released data not found at {DATA}")
+needs_data = pytest.mark.usefixtures("released_data")
+
+
+@pytest.fixture(scope="session")
+def released_data() -> Path:
+    assert (DATA / "per_frame").is_dir(), f"the authors' released data must be at {DATA} (shared/ beside the repo)"
+    return DATA
 # The authors' per-video results call fer's 'angry' column 'anger'.
 RESULT_NAMES = {"anger": "angry"}
 
