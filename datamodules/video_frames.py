@@ -1,0 +1,390 @@
+"""Sampled video frames for the Face of Populism pipeline (inference only).
+
+Layout: `data.videos_dir` holds one file per video. With `data.manifest` (the `yt-urls.csv` layout: url, crop,
+start, end, party) the video of manifest row i (0-based, header excluded) is `<videos_dir>/<i>.<ext>`, as the
+released per-frame CSVs are named `<i>-<scheme>.csv`; rows with crop == "yes" are trimmed to [start, end]
+seconds. Without a manifest every video file in `videos_dir` is used whole, its id being the file stem.
+
+Frame sampling follows `fer.Video.analyze(frequency=stride)` (digest §2.2): frames are read sequentially from
+frame 0 of the (trimmed) clip and every stride-th one is kept; t300: stride = floor(frame_count / 300),
+f50: stride = 50.
+
+Work is split by video, never by frame: video k goes to shard k % (world_size * num_workers), where the shard of
+a DataLoader worker is rank * num_workers + worker_id. Each video is then decoded start to end by one worker,
+so a consumer sees its frames in order and the last one flagged `is_last` (the cue to write its output).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import cv2
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from tenfold.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+SCHEMES = ("t300", "f50")
+T300_TARGET_FRAMES = 300  # t300: about 300 frames per video
+F50_STRIDE = 50  # f50: every 50th frame
+MANIFEST_COLUMNS = ("url", "crop", "start", "end", "party")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
+FAILED_FILE = "failed.txt"
+
+
+@dataclass
+class VideoFramesDataConfig:
+    videos_dir: str | None = None
+    manifest: str | None = None  # CSV in the yt-urls.csv layout; None: every video file in videos_dir, untrimmed
+    scheme: str = "t300"  # t300 (main) | f50 (robustness)
+    output_dir: str | None = None  # per-video outputs `<video_id>-<scheme>.csv` and failed.txt; None: no resume
+    batch_size_per_device: int = 32  # frames per batch
+    num_workers: int = 2
+    # The container's frame count (CAP_PROP_FRAME_COUNT) is an estimate for many mp4/webm files; True counts
+    # frames with a grab pass first (one extra demux+decode of each video) so t300's stride uses the real count.
+    exact_frame_count: bool = False
+    # A stream that ends before this fraction of the frames its header announces is taken as a truncated
+    # download and failed (its partial means would bias the video's scores); 0 accepts any length.
+    min_decoded_fraction: float = 0.9
+    video_extensions: list[str] = field(default_factory=lambda: list(VIDEO_EXTENSIONS))
+
+
+class VideoJob(NamedTuple):
+    """One video to decode; start_s/end_s (seconds) are None when the video is used whole."""
+
+    video_id: str
+    path: str
+    start_s: float | None = None
+    end_s: float | None = None
+
+
+class VideoFrame(NamedTuple):
+    video_id: str
+    frame_index: int  # index in the (trimmed) clip, as fer counts it
+    frame: np.ndarray  # (H, W, 3) uint8 BGR, as cv2 decodes it
+    is_last: bool  # the video's last sampled frame: its output can be written
+
+
+# ---- frame sampling (pure)
+
+
+def frame_stride(window_frames: int, scheme: str) -> int:
+    """Step between analysed frames. t300 uses floor(count / 300) like the paper; clips shorter than 300 frames
+    would give stride 0 (fer then fails with modulo by zero), so they are clamped to every frame."""
+    if scheme == "t300":
+        return max(1, window_frames // T300_TARGET_FRAMES)
+    if scheme == "f50":
+        return F50_STRIDE
+    raise ConfigError(f"unknown data.scheme={scheme!r}; valid: {', '.join(SCHEMES)}")
+
+
+def sample_frame_indices(num_frames: int, scheme: str, start_frame: int = 0, end_frame: int | None = None) -> list[int]:
+    """Frame indices (of the whole video) analysed in the window [start_frame, end_frame).
+
+    The window stands for the moviepy-trimmed clip the authors analysed: its frame 0 is `start_frame`, and
+    the stride is computed from the window's length, not the whole video's.
+    """
+    end = num_frames if end_frame is None else min(end_frame, num_frames)
+    start = max(0, start_frame)
+    if end <= start:
+        return []
+    return list(range(start, end, frame_stride(end - start, scheme)))
+
+
+def trim_window(start_s: float | None, end_s: float | None, fps: float, num_frames: int) -> tuple[int, int]:
+    """Manifest [start, end] seconds -> [start_frame, end_frame) of the video, clamped to its frames."""
+    start = 0 if start_s is None else max(0, round(start_s * fps))
+    end = num_frames if end_s is None else min(num_frames, round(end_s * fps))
+    return start, end
+
+
+# ---- manifest and video list
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """The URL list, one row per video; the row index is the video id."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"manifest not found: {path}. Set data.manifest to a CSV with columns "
+                        f"{', '.join(MANIFEST_COLUMNS)} (the yt-urls.csv layout), or data.manifest=null")
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read manifest {path} ({exc}); expected a CSV with a header row") from None
+    missing = [c for c in ("crop", "start", "end") if c not in table.columns]
+    if missing:
+        raise DataError(f"manifest {path} lacks column(s) {missing}; expected the yt-urls.csv layout "
+                        f"({', '.join(MANIFEST_COLUMNS)})")
+    return table
+
+
+def _find_video(videos_dir: Path, stem: str, extensions: Sequence[str]) -> Path:
+    for ext in extensions:
+        candidate = videos_dir / f"{stem}{ext}"
+        if candidate.is_file():
+            return candidate
+    # Not found: keep a path anyway, so the worker that owns this video reports it as failed, by name.
+    return videos_dir / f"{stem}{extensions[0]}"
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def list_video_jobs(cfg: VideoFramesDataConfig) -> list[VideoJob]:
+    """Every video to process, in a fixed order (the same on every rank, which the sharding relies on)."""
+    if not cfg.videos_dir:
+        raise DataError("data.videos_dir is not set: set data.videos_dir=/path/to/videos "
+                        "(files named <manifest row>.mp4, or any video files when data.manifest=null)")
+    videos_dir = Path(cfg.videos_dir)
+    if not videos_dir.is_dir():
+        raise DataError(f"videos folder not found: {videos_dir}; fix data.videos_dir")
+    extensions = [e.lower() for e in cfg.video_extensions]
+    if cfg.manifest is None:
+        files = sorted(p for p in videos_dir.iterdir() if p.is_file() and p.suffix.lower() in extensions)
+        if not files:
+            raise DataError(f"{videos_dir} holds no video files ({', '.join(extensions)}); fix data.videos_dir "
+                            "or set data.manifest")
+        return [VideoJob(p.stem, str(p)) for p in files]
+    jobs = []
+    for i, row in read_manifest(cfg.manifest).iterrows():
+        # crop is "yes"/"no" (one row is empty: untrimmed); only "yes" rows carry a [start, end] window.
+        trimmed = str(row["crop"]).strip().lower() == "yes"
+        start, end = (_seconds(row["start"]), _seconds(row["end"])) if trimmed else (None, None)
+        jobs.append(VideoJob(str(i), str(_find_video(videos_dir, str(i), extensions)), start, end))
+    return jobs
+
+
+# ---- decoding
+
+
+def count_frames(path: str) -> int:
+    """Frames that actually decode; grab() skips the colour conversion of read(), so this is the cheap way."""
+    cap = cv2.VideoCapture(path)
+    try:
+        n = 0
+        while cap.grab():
+            n += 1
+        return n
+    finally:
+        cap.release()
+
+
+def decode_sampled_frames(
+    job: VideoJob, scheme: str, exact_frame_count: bool = False, min_decoded_fraction: float = 0.9
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(frame index in the clip, BGR frame) for each sampled frame of one video.
+
+    Sequential grab/retrieve rather than seeking: CAP_PROP_POS_FRAMES seeks snap to keyframes on some codecs
+    and would silently return other frames. Raises DataError when the file cannot be opened or yields nothing.
+    """
+    cap = cv2.VideoCapture(job.path)
+    try:
+        if not cap.isOpened():
+            raise DataError(f"cannot open video {job.path}")
+        header_count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        num_frames = count_frames(job.path) if exact_frame_count or header_count <= 0 else header_count
+        if num_frames <= 0:
+            raise DataError(f"video {job.path} has no decodable frames")
+        trimmed = job.start_s is not None or job.end_s is not None
+        if trimmed and not fps > 0:
+            raise DataError(f"video {job.path} reports no fps, so its manifest [start, end] seconds cannot be applied")
+        start, end = trim_window(job.start_s, job.end_s, fps, num_frames) if trimmed else (0, num_frames)
+        if end <= start:
+            raise DataError(f"video {job.path}: trim window [{job.start_s}, {job.end_s}] s is empty "
+                            f"({num_frames} frames at {fps:.3g} fps)")
+        stride = frame_stride(end - start, scheme)
+        # Untrimmed, read to the end of the stream as fer does: the header count may be short of the real one.
+        stop = end if trimmed else None
+        index, yielded = 0, 0
+        while stop is None or index < stop:
+            if not cap.grab():
+                break
+            if index >= start and (index - start) % stride == 0:
+                ok, frame = cap.retrieve()
+                if not ok or frame is None:
+                    raise DataError(f"video {job.path}: frame {index} does not decode")
+                yielded += 1
+                yield index - start, frame
+            index += 1
+        if yielded == 0:
+            raise DataError(f"video {job.path} yielded no frames (header says {header_count})")
+        if index < min_decoded_fraction * end:
+            raise DataError(f"video {job.path} ends at frame {index} of the {end} expected; truncated? "
+                            "re-download it, or lower data.min_decoded_fraction")
+    finally:
+        cap.release()
+
+
+# ---- outputs
+
+
+def output_path(output_dir: str | Path, video_id: str, scheme: str) -> Path:
+    """Named like the released per-frame CSVs, `<video>-<scheme>.csv`."""
+    return Path(output_dir) / f"{video_id}-{scheme}.csv"
+
+
+def write_video_output_atomically(path: str | Path, dataframe: pd.DataFrame) -> None:
+    """Write a CSV so that `path` is either absent or complete: resume trusts any file it finds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Beside the target, so os.replace is a rename within one filesystem (atomic); the dot-prefix and .tmp
+    # suffix keep a leftover from a killed run from looking like an output.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            dataframe.to_csv(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def record_failed_video(output_dir: str | Path | None, path: str, reason: str) -> None:
+    """Log the failure and append `path<TAB>reason` to `<output_dir>/failed.txt`.
+
+    One O_APPEND write per line, so lines from several workers and ranks do not interleave.
+    """
+    log.warning("skipping video %s: %s", path, reason)
+    if output_dir is None:
+        return
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    line = f"{path}\t{' '.join(reason.split())}\n".encode()
+    fd = os.open(Path(output_dir) / FAILED_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+# ---- dataset
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class VideoFramesDataset(IterableDataset):
+    """Yields `VideoFrame`s of the videos owned by this rank and DataLoader worker.
+
+    rank/world_size default to torch.distributed's (resolved here, in the main process: workers started by
+    spawn do not inherit the process group). Lightning's DistributedSampler does not apply to an
+    IterableDataset, hence the sharding by hand.
+    """
+
+    def __init__(self, jobs: Sequence[VideoJob], scheme: str = "t300", output_dir: str | None = None,
+                 rank: int | None = None, world_size: int | None = None, exact_frame_count: bool = False,
+                 min_decoded_fraction: float = 0.9) -> None:
+        super().__init__()
+        frame_stride(T300_TARGET_FRAMES, scheme)  # fail on an unknown scheme now, not inside a worker
+        self.jobs = list(jobs)
+        self.scheme = scheme
+        self.output_dir = output_dir
+        if rank is None or world_size is None:
+            rank, world_size = _dist_rank_world()
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world_size {world_size}")
+        self.rank, self.world_size = rank, world_size
+        self.exact_frame_count = exact_frame_count
+        self.min_decoded_fraction = min_decoded_fraction
+        # Filled in the process that iterates: with num_workers > 0 that is a worker's copy, so failed.txt
+        # (needs output_dir) is the record that survives; this list serves num_workers=0 and tests.
+        self.failed_videos: list[str] = []
+
+    def shard_jobs(self, worker_id: int = 0, num_workers: int = 1) -> list[VideoJob]:
+        """This (rank, worker)'s videos: round-robin over rank-major shards, so each video has one owner."""
+        shard = self.rank * num_workers + worker_id
+        return self.jobs[shard :: self.world_size * num_workers]
+
+    def is_done(self, job: VideoJob) -> bool:
+        return self.output_dir is not None and output_path(self.output_dir, job.video_id, self.scheme).is_file()
+
+    def __iter__(self) -> Iterator[VideoFrame]:
+        info = get_worker_info()
+        worker_id, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        for job in self.shard_jobs(worker_id, num_workers):
+            if self.is_done(job):
+                continue
+            yield from self._frames(job)
+
+    def _frames(self, job: VideoJob) -> Iterator[VideoFrame]:
+        # One frame of look-ahead: the frame count is unreliable, so a frame is known to be the last only once
+        # the next read fails. A video that fails midway never gets its is_last frame, so no output is written
+        # for it and a resumed run tries it again.
+        pending: tuple[int, np.ndarray] | None = None
+        try:
+            for item in decode_sampled_frames(job, self.scheme, self.exact_frame_count,
+                                              self.min_decoded_fraction):
+                if pending is not None:
+                    yield VideoFrame(job.video_id, pending[0], pending[1], False)
+                pending = item
+        except (DataError, cv2.error, OSError) as exc:
+            self.failed_videos.append(job.path)
+            record_failed_video(self.output_dir, job.path, str(exc))
+            return
+        if pending is not None:
+            yield VideoFrame(job.video_id, pending[0], pending[1], True)
+
+
+def collate_frames(items: list[VideoFrame]) -> dict[str, Any]:
+    """Frames stay a list: videos differ in size, and the face detector works at each frame's own resolution."""
+    return {
+        "video_id": [it.video_id for it in items],
+        "frame_index": torch.tensor([it.frame_index for it in items], dtype=torch.long),
+        "frame": [it.frame for it in items],  # each (H, W, 3) uint8 BGR
+        "is_last": torch.tensor([it.is_last for it in items], dtype=torch.bool),
+    }
+
+
+class VideoFramesDataModule(L.LightningDataModule):
+    def __init__(self, cfg: VideoFramesDataConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    def check(self) -> None:
+        """Fail within seconds if the videos or manifest are absent, before any model is built."""
+        frame_stride(T300_TARGET_FRAMES, self.cfg.scheme)
+        jobs = list_video_jobs(self.cfg)
+        if not any(Path(j.path).is_file() for j in jobs):
+            raise DataError(f"none of the {len(jobs)} manifest videos is in {self.cfg.videos_dir} (expected files "
+                            f"named <row>{self.cfg.video_extensions[0]}); fix data.videos_dir or data.manifest")
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is not None:
+            return trainer.global_rank, trainer.world_size
+        return _dist_rank_world()
+
+    def predict_dataset(self) -> VideoFramesDataset:
+        rank, world = self._rank_world()
+        cfg = self.cfg
+        return VideoFramesDataset(list_video_jobs(cfg), cfg.scheme, cfg.output_dir, rank, world,
+                                  cfg.exact_frame_count, cfg.min_decoded_fraction)
+
+    def predict_dataloader(self) -> DataLoader:
+        workers = self.cfg.num_workers
+        return DataLoader(
+            self.predict_dataset(),
+            batch_size=self.cfg.batch_size_per_device,
+            num_workers=workers,
+            collate_fn=collate_frames,
+            pin_memory=False,
+        )
