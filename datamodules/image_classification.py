@@ -113,6 +113,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
             self._class_names = self._read_class_names()
         return self._class_names
 
+    def module_kwargs(self) -> dict:
+        """What the LightningModule is built with besides the config."""
+        return {"class_names": self.class_names}
+
     def check(self) -> None:
         """Fail within seconds if the configured data is absent, before any model is built."""
         for split in ("train", "val", "test"):

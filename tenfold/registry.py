@@ -18,11 +18,12 @@ CallbackFactory = Callable[[Any], list]
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
-    module_class: type  # LightningModule taking (config: dict, class_names: list[str])
+    module_class: type  # LightningModule taking (config: dict, **datamodule.module_kwargs())
     config_class: type  # an ExperimentConfig subclass with the paper's defaults
     datamodule_class: type  # LightningDataModule taking the `data` config
     callbacks: CallbackFactory  # method config -> default callbacks (curriculum, pruning, reparam)
     summary: str
+    inference_only: bool  # no fit/test/export: `trainer.predict` produces the method's outputs
 
 
 _METHODS: dict[str, MethodSpec] = {}
@@ -39,11 +40,12 @@ def register_method(
     datamodule: type,
     callbacks: CallbackFactory = _no_callbacks,
     summary: str = "",
+    inference_only: bool = False,
 ) -> Callable[[type], type]:
     def decorate(module_class: type) -> type:
         if name in _METHODS:
             raise ValueError(f"method '{name}' is registered twice ({_METHODS[name].module_class})")
-        _METHODS[name] = MethodSpec(name, module_class, config, datamodule, callbacks, summary)
+        _METHODS[name] = MethodSpec(name, module_class, config, datamodule, callbacks, summary, inference_only)
         return module_class
 
     return decorate

@@ -37,7 +37,8 @@ def run(cfg: Any, validate_only: bool = False) -> dict[str, float]:
 
     datamodule = spec.datamodule_class(cfg.data)
     datamodule.check()
-    module = spec.module_class(config=to_plain(cfg), class_names=datamodule.class_names)
+    # What the model needs to know about the data (e.g. class names) travels into its hparams.
+    module = spec.module_class(config=to_plain(cfg), **datamodule.module_kwargs())
     trainer = build_trainer(cfg, spec, run_dir, datamodule)
     if trainer.is_global_zero:
         write_run_files(run_dir, cfg, trainer.world_size)
@@ -46,6 +47,10 @@ def run(cfg: Any, validate_only: bool = False) -> dict[str, float]:
         rank_zero_info("config, data and model are valid (--validate-only: not training)")
         return {}
 
+    if spec.inference_only:
+        # Methods that only score data (pretrained models): predict writes their outputs.
+        trainer.predict(module, datamodule=datamodule, return_predictions=False)
+        return {}
     ckpt = str(run_dir.resume_from) if run_dir.resume_from else None
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
     best = _keep_best_checkpoint(trainer, run_dir)
