@@ -367,6 +367,10 @@ class VideoFramesDataModule(L.LightningDataModule):
             raise DataError(f"none of the {len(jobs)} manifest videos is in {self.cfg.videos_dir} (expected files "
                             f"named <row>{self.cfg.video_extensions[0]}); fix data.videos_dir or data.manifest")
 
+    def module_kwargs(self) -> dict:
+        """Nothing about the videos changes the model (the emotion CNN's weights are fixed)."""
+        return {}
+
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
         if trainer is not None:

@@ -210,6 +210,8 @@ def find_method(sources: list[tuple[str, DictConfig]]) -> str:
 def compose(schema: type, sources: list[tuple[str, DictConfig]]) -> Any:
     """Merge `sources` (name, raw config) into `schema`, validate, resolve; return the dataclass."""
     cfg = OmegaConf.structured(schema)  # dataclass nodes are struct: unknown keys fail
+    # OmegaConf's merge ignores a `???` in a source, so a YAML file's "you must set this" would be lost.
+    required = {str(key) for _, raw in sources for key in OmegaConf.missing_keys(raw)}
     for source, raw in sources:
         try:
             cfg = OmegaConf.merge(cfg, raw)
@@ -219,7 +221,8 @@ def compose(schema: type, sources: list[tuple[str, DictConfig]]) -> Any:
             raise ConfigError(_wrong_type_message(source, cfg, exc)) from None
         except OmegaConfBaseException as exc:
             raise ConfigError(f"{source}: {_short(exc)}") from None
-    missing = sorted(OmegaConf.missing_keys(cfg))
+    unset = {key for key in required if OmegaConf.select(cfg, key, throw_on_missing=False) is None}
+    missing = sorted(set(OmegaConf.missing_keys(cfg)) | unset)
     if missing:
         names = ", ".join(missing)
         raise ConfigError(f"required config value(s) not set: {names} (set them in the YAML or as key=value)")

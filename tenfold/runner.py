@@ -72,15 +72,6 @@ def build_trainer(cfg: Any, spec: MethodSpec, run_dir: RunDir, datamodule: Any) 
     show_bar = tcfg.pop("enable_progress_bar", sys.stderr.isatty())
     callbacks: list[L.Callback] = [
         RNGStateCallback(),
-        # Best-k by the monitored metric, named by epoch and step.
-        ModelCheckpoint(
-            dirpath=run_dir.checkpoints,
-            filename="epoch{epoch:03d}-step{step:07d}",
-            auto_insert_metric_name=False,
-            monitor=cfg.checkpoint.monitor,
-            mode=cfg.checkpoint.mode,
-            save_top_k=cfg.checkpoint.save_top_k,
-        ),
         # last.ckpt, rewritten on every save point (Lightning's save_last only follows top-k saves,
         # which would leave a stale file to resume from once the metric stops improving).
         ModelCheckpoint(
@@ -92,6 +83,17 @@ def build_trainer(cfg: Any, spec: MethodSpec, run_dir: RunDir, datamodule: Any) 
         ),
         *spec.callbacks(cfg),
     ]
+    if cfg.checkpoint.monitor:
+        # Best-k by the monitored metric, named by epoch and step; first, so it is the trainer's
+        # `checkpoint_callback` that best.ckpt is taken from.
+        callbacks.insert(1, ModelCheckpoint(
+            dirpath=run_dir.checkpoints,
+            filename="epoch{epoch:03d}-step{step:07d}",
+            auto_insert_metric_name=False,
+            monitor=cfg.checkpoint.monitor,
+            mode=cfg.checkpoint.mode,
+            save_top_k=cfg.checkpoint.save_top_k,
+        ))
     if cfg.ema.enabled:
         callbacks.append(EMAWeightAveraging(
             decay=cfg.ema.decay,

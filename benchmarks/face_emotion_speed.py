@@ -1,0 +1,138 @@
+"""CPU throughput of face_emotion: the emotion CNN batched vs one face per forward, and the whole pipeline.
+
+1. Emotion model alone: faces/s with one face per forward (fer's `detect_emotions` on a one-face frame) vs
+   `--faces` faces per forward. The inputs are real crops: the astronaut face (scikit-image) shifted by a few
+   pixels. Rounds alternate the two and `ratio` is the median of per-round ratios (paired, so load drift cancels).
+2. Whole pipeline on a temporary MJPG video of the astronaut photo: decode + Haar detection + preprocessing +
+   model (+ building fer's rows). "fer's way" classifies each frame's faces as soon as they are found;
+   face_emotion's `predict_step` gets `--batch` frames and runs the model once. Frames/s over the whole video.
+
+    python benchmarks/face_emotion_speed.py [--faces 64] [--batch 32] [--frames 120] [--repeats 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import skimage.data
+import torch
+
+from datamodules.video_frames import VideoFrame, VideoJob, collate_frames, decode_sampled_frames
+from lightning_modules.face_emotion.config import FaceEmotionConfig
+from lightning_modules.face_emotion.emotion_net import MiniXception, load_fer_model
+from lightning_modules.face_emotion.face_detect import detect_faces
+from lightning_modules.face_emotion.module import FaceEmotionModule, fer_row
+from lightning_modules.face_emotion.preprocess import preprocess_faces, to_gray
+from tenfold.config import to_plain
+
+
+def astronaut_bgr() -> np.ndarray:
+    return np.ascontiguousarray(skimage.data.astronaut()[..., ::-1])
+
+
+def face_crops(n: int) -> torch.Tensor:
+    """(n, 1, 64, 64) real face crops: the astronaut's Haar box shifted by up to 3 px."""
+    gray = to_gray(astronaut_bgr())
+    (x, y, w, h), = detect_faces(gray)
+    rng = np.random.default_rng(0)
+    boxes = [(x + dx, y + dy, w, h) for dx, dy in rng.integers(-3, 4, size=(n, 2))]
+    return preprocess_faces(gray, boxes)
+
+
+@torch.inference_mode()
+def model_rounds(net: MiniXception, faces: torch.Tensor, repeats: int) -> tuple[list[float], list[float]]:
+    """Seconds per face: one face per forward, and all faces in one forward; `repeats` paired rounds."""
+    one, batched = [], []
+    net(faces[:1]), net(faces)  # warm-up: first calls allocate
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for face in faces.split(1):
+            net(face)
+        t1 = time.perf_counter()
+        net(faces)
+        t2 = time.perf_counter()
+        one.append((t1 - t0) / len(faces))
+        batched.append((t2 - t1) / len(faces))
+    return one, batched
+
+
+def write_video(path: Path, frames: int) -> None:
+    frame = astronaut_bgr()
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, frame.shape[1::-1])
+    for _ in range(frames):
+        writer.write(frame)
+    writer.release()
+
+
+@torch.inference_mode()
+def pipeline_fer_way(job: VideoJob, net: MiniXception) -> float:
+    """Seconds for the whole video, classifying each frame's faces as soon as they are detected."""
+    t0 = time.perf_counter()
+    rows = []
+    for _, frame in decode_sampled_frames(job, "t300"):
+        gray = to_gray(frame)
+        boxes = detect_faces(gray)
+        if len(boxes):
+            rows.append(fer_row(boxes, net(preprocess_faces(gray, boxes)).numpy(), 2))
+    return time.perf_counter() - t0
+
+
+@torch.inference_mode()
+def pipeline_batched(job: VideoJob, module: FaceEmotionModule, batch: int) -> float:
+    """Seconds for the whole video through `predict_step`, `batch` frames at a time (writes its CSV)."""
+    t0 = time.perf_counter()
+    frames = list(decode_sampled_frames(job, "t300"))
+    items = [VideoFrame(job.video_id, i, f, k == len(frames) - 1) for k, (i, f) in enumerate(frames)]
+    for start in range(0, len(items), batch):
+        module.predict_step(collate_frames(items[start : start + batch]), start // batch)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--faces", type=int, default=64, help="faces per batched forward")
+    parser.add_argument("--batch", type=int, default=32, help="frames per predict_step batch")
+    parser.add_argument("--frames", type=int, default=120, help="frames in the benchmark video")
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args()
+
+    net = load_fer_model()
+    one, batched = model_rounds(net, face_crops(args.faces), args.repeats)
+    model_ratio = statistics.median(a / b for a, b in zip(one, batched))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        video = Path(tmp) / "astronaut.avi"
+        write_video(video, args.frames)
+        job = VideoJob("astronaut", str(video))
+        cfg = FaceEmotionConfig()
+        cfg.data.output_dir = str(Path(tmp) / "out")
+        module = FaceEmotionModule(config=to_plain(cfg)).eval()
+        pipeline_fer_way(job, net), pipeline_batched(job, module, args.batch)  # warm-up
+        fer_s, batch_s = [], []
+        for _ in range(max(3, args.repeats // 5)):
+            fer_s.append(pipeline_fer_way(job, net))
+            batch_s.append(pipeline_batched(job, module, args.batch))
+        pipe_ratio = statistics.median(a / b for a, b in zip(fer_s, batch_s))
+
+    rows = [
+        ("emotion model, 1 face / forward (fer)", "faces/s", 1 / statistics.median(one), 1.0),
+        (f"emotion model, {args.faces} faces / forward", "faces/s", 1 / statistics.median(batched), model_ratio),
+        ("pipeline, model per frame (fer)", "frames/s", args.frames / statistics.median(fer_s), 1.0),
+        (f"pipeline, predict_step {args.batch} frames", "frames/s", args.frames / statistics.median(batch_s),
+         pipe_ratio),
+    ]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, video {args.frames} frames 512x512 "
+          f"(1 face each), {args.repeats} rounds")
+    print(f"{'what':46s} {'throughput':>16s} {'ratio':>7s}")
+    for name, unit, value, ratio in rows:
+        print(f"{name:46s} {value:9.1f} {unit:>6s} {ratio:6.2f}x")
+
+
+if __name__ == "__main__":
+    main()

