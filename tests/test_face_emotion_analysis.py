@@ -277,4 +277,5 @@ def test_cli_prints_headline_and_writes_report(tmp_path: Path, capsys: pytest.Ca
     assert "negative" in printed and "-4.6914" in printed
     report = out.read_text()
     assert "203 with a GPS populism code" in report
+    assert "](report-by-level.png)" in report and (tmp_path / "report-by-level.png").stat().st_size > 10_000
     assert "| negative | 0.500 | 0.180 | 96 | 0.616 | 0.171 | 107 | -4.691 |" in report

@@ -10,7 +10,6 @@ are compared with populist ones (3-4). Pure pandas/scipy, so it runs without Lig
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import combinations
@@ -295,8 +294,8 @@ def _markdown(table: pd.DataFrame, digits: int = 3) -> str:
 
 
 def _write_figure(videos: pd.DataFrame, path: Path) -> None:
-    """Box plots of the negative and neutral scores by GPS populism level (matplotlib is an optional extra)."""
-    import matplotlib
+    """Box plots of the negative and neutral scores by GPS populism level."""
+    import matplotlib  # imported here: only the report needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -313,7 +312,7 @@ def _write_figure(videos: pd.DataFrame, path: Path) -> None:
     plt.close(figure)
 
 
-def report_markdown(videos: pd.DataFrame, shares: pd.DataFrame, scheme: str, figure: str | None = None) -> str:
+def report_markdown(videos: pd.DataFrame, shares: pd.DataFrame, scheme: str, figure: str) -> str:
     """The markdown report: sample, pluralist vs populist, ANOVA by level with Tukey, dominant emotions."""
     coded = videos.dropna(subset=["populism"])
     counts = coded["populism"].value_counts().reindex(GPS_LEVELS, fill_value=0)
@@ -339,17 +338,14 @@ def report_markdown(videos: pd.DataFrame, shares: pd.DataFrame, scheme: str, fig
         "## Overall descriptives (all processed videos)",
         _markdown(videos[[*EMOTIONS, "negative"]].describe().rename_axis("")),
     ]
-    if figure is not None:
-        sections.append(f"![negative and neutral scores by GPS level]({figure})")
+    sections.append(f"![negative and neutral scores by GPS level]({figure})")
     return "\n\n".join(sections) + "\n"
 
 
 def write_report(videos: pd.DataFrame, shares: pd.DataFrame, scheme: str, out: Path) -> Path:
-    """Write the markdown report to `out`, with a figure beside it when matplotlib is installed."""
-    figure = None
-    if importlib.util.find_spec("matplotlib") is not None:
-        figure = f"{out.stem}-by-level.png"
-        _write_figure(videos, out.parent / figure)
+    """Write the markdown report to `out`, with its figure beside it."""
+    figure = f"{out.stem}-by-level.png"
+    _write_figure(videos, out.parent / figure)
     out.write_text(report_markdown(videos, shares, scheme, figure))
     return out
 
