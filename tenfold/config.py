@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -247,8 +248,6 @@ def from_plain(schema: type, plain: dict) -> Any:
 
 
 def config_hash(cfg: Any) -> str:
-    import hashlib
-
     text = OmegaConf.to_yaml(OmegaConf.create(to_plain(cfg)), sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:6]
 

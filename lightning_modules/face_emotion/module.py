@@ -42,7 +42,9 @@ def detect_frame_faces(frame_bgr: np.ndarray, gray: np.ndarray, cfg: FaceEmotion
     # Imported here: MTCNN brings its own weights and code, unused by the Haar path.
     from lightning_modules.face_emotion.mtcnn_detect import detect_faces_mtcnn
 
-    rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)  # fer hands MTCNN RGB frames
+    # facenet's MTCNN expects RGB. fer passes its BGR frame unconverted; on real faces the boxes move by a few
+    # pixels only (tests/test_mtcnn_detect.py), and RGB is what the detector was trained on.
+    rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
     return np.asarray(detect_faces_mtcnn(rgb, min_face_size=cfg.min_face_size), dtype=np.int64).reshape(-1, 4)
 
 
