@@ -1,6 +1,8 @@
 """The method registry: `method: <name>` in a config selects everything a run needs.
 
-Each method registers once, with a decorator next to its LightningModule. `lightning_modules/methods.py`
+Each method registers once, with a decorator next to its LightningModule. A job that is not a Lightning
+loop (statistics over released results, e.g. `face_emotion_analysis`) registers a function with `register_job`:
+it gets the same config handling, run directory and loggers. `lightning_modules/methods.py`
 imports every method explicitly (no directory scan); the registry imports it on first lookup.
 """
 
@@ -13,17 +15,20 @@ from typing import Any
 from tenfold.errors import ConfigError
 
 CallbackFactory = Callable[[Any], list]
+# (config, run directory, Lightning loggers) -> the job's headline numbers
+JobFunction = Callable[[Any, Any, list], dict[str, float]]
 
 
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
-    module_class: type  # LightningModule taking (config: dict, **datamodule.module_kwargs())
+    module_class: type | None  # LightningModule taking (config: dict, **datamodule.module_kwargs())
     config_class: type  # an ExperimentConfig subclass with the paper's defaults
-    datamodule_class: type  # LightningDataModule taking the `data` config
+    datamodule_class: type | None  # LightningDataModule taking the `data` config
     callbacks: CallbackFactory  # method config -> default callbacks (curriculum, pruning, reparam)
     summary: str
     inference_only: bool  # no fit/test/export: `trainer.predict` produces the method's outputs
+    job: JobFunction | None = None  # set for register_job: runs instead of any Trainer
 
 
 _METHODS: dict[str, MethodSpec] = {}
@@ -43,12 +48,24 @@ def register_method(
     inference_only: bool = False,
 ) -> Callable[[type], type]:
     def decorate(module_class: type) -> type:
-        if name in _METHODS:
-            raise ValueError(f"method '{name}' is registered twice ({_METHODS[name].module_class})")
-        _METHODS[name] = MethodSpec(name, module_class, config, datamodule, callbacks, summary, inference_only)
+        _add(MethodSpec(name, module_class, config, datamodule, callbacks, summary, inference_only))
         return module_class
 
     return decorate
+
+
+def register_job(name: str, *, config: type, summary: str = "") -> Callable[[JobFunction], JobFunction]:
+    def decorate(job: JobFunction) -> JobFunction:
+        _add(MethodSpec(name, None, config, None, _no_callbacks, summary, inference_only=True, job=job))
+        return job
+
+    return decorate
+
+
+def _add(spec: MethodSpec) -> None:
+    if spec.name in _METHODS:
+        raise ValueError(f"method '{spec.name}' is registered twice ({_METHODS[spec.name]})")
+    _METHODS[spec.name] = spec
 
 
 def _load_methods() -> None:

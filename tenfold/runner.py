@@ -34,6 +34,8 @@ def run(cfg: Any, validate_only: bool = False) -> dict[str, float]:
         # Fail now, with a clear message, if it is unreadable (mmap: no full read of a large file).
         load_weights_only(run_dir.resume_from, mmap=True)
     L.seed_everything(cfg.seed, workers=True)
+    if spec.job is not None:
+        return run_job(spec, cfg, run_dir, validate_only)
 
     datamodule = spec.datamodule_class(cfg.data)
     datamodule.check()
@@ -64,6 +66,30 @@ def run(cfg: Any, validate_only: bool = False) -> dict[str, float]:
         if trainer.is_global_zero:
             export(module, datamodule, trainer, run_dir, cfg, source=best)
         trainer.strategy.barrier("export")
+    return metrics
+
+
+def run_job(spec: MethodSpec, cfg: Any, run_dir: RunDir, validate_only: bool) -> dict[str, float]:
+    """A registered non-Lightning job: one process, the same run directory and loggers as a training run."""
+    write_run_files(run_dir, cfg, world_size=1)
+    rank_zero_info(f"run directory: {run_dir.path} (job, seed {cfg.seed})")
+    if validate_only:
+        rank_zero_info("config is valid (--validate-only: not running the job)")
+        return {}
+    loggers = build_loggers(
+        cfg.logger, cfg.wandb, run_dir.path, run_dir.path.name, run_dir.wandb_id, cfg.run.tags, cfg.run.group
+    )
+    status = "failed"
+    try:
+        metrics = spec.job(cfg, run_dir, loggers)
+        status = "success"
+    finally:
+        for logger in loggers:
+            logger.finalize(status)
+        if cfg.logger is LoggerKind.wandb:
+            import wandb
+
+            wandb.finish()  # Lightning leaves the run open; a later run in this process would reuse it
     return metrics
 
 

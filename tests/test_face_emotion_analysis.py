@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import only_run_dir, train_cli
 from lightning_modules.face_emotion import analysis
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "face_of_populism"
@@ -129,7 +130,7 @@ def test_leader_selection_follows_the_manual_review():
 
 @needs_data
 def test_review_flags_reproduce_the_authors_marks():
-    flags = analysis.review_flags(DATA, "f50")
+    flags = analysis.review_flags(DATA / "per_frame", "f50")
     marks = pd.read_csv(DATA / "results" / "yt-urls-mark-f50.csv", index_col=0)
     assert set(flags.index[flags]) == set(marks.index[marks["Face"] == analysis.DROPPED_FACE])
     # Digest 2.4: 177 of the 219 t300 CSVs have a second face column at some point.
@@ -270,12 +271,36 @@ def test_dominant_emotion_shares_f50(videos_f50: pd.DataFrame):
 
 
 @needs_data
-def test_cli_prints_headline_and_writes_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    out = tmp_path / "report.md"
-    analysis.main(["--data", str(DATA), "--scheme", "t300", "--out", str(out)])
-    printed = capsys.readouterr().out
-    assert "negative" in printed and "-4.6914" in printed
-    report = out.read_text()
+def test_analysis_job_writes_report_tables_and_metrics(tmp_path: Path):
+    assert train_cli("--config", "configs/face_emotion_analysis.yaml", f"data.root={DATA}",
+                     f"run.root={tmp_path}") == 0
+    run = only_run_dir(tmp_path, "face_emotion_analysis")
+    report = (run / "report" / "report.md").read_text()
     assert "203 with a GPS populism code" in report
-    assert "](report-by-level.png)" in report and (tmp_path / "report-by-level.png").stat().st_size > 10_000
+    assert "](report-by-level.png)" in report and (run / "report" / "report-by-level.png").stat().st_size > 10_000
     assert "| negative | 0.500 | 0.180 | 96 | 0.616 | 0.171 | 107 | -4.691 |" in report
+    headline = pd.read_csv(run / "report" / "headline.csv", index_col=0)
+    assert headline.loc["negative", "t"] == pytest.approx(-4.69, abs=0.005)
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert metrics["analysis/negative/cohen_d"].iloc[0] == pytest.approx(headline.loc["negative", "cohen_d"])
+    assert metrics["analysis/negative/anova_F"].iloc[0] == pytest.approx(8.26, abs=0.005)
+    flags = pd.read_csv(run / "report" / "review_flags.csv", index_col=0)["needs_review"]
+    assert f"{flags.sum()} of {len(flags)} per-frame files show a second face" in report
+
+
+@needs_data
+def test_analysis_job_logs_wandb_tables_and_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert train_cli("--config", "configs/face_emotion_analysis.yaml", f"data.root={DATA}", "data.scheme=f50",
+                     f"run.root={tmp_path}", "logger=wandb") == 0
+    media = only_run_dir(tmp_path, "face_emotion_analysis") / "wandb"
+    tables = {path.name.split("_")[0] for path in media.glob("offline-run-*/files/media/table/analysis/*.table.json")}
+    assert tables == {"headline", "by", "dominant", "per", "review"}
+    assert list(media.glob("offline-run-*/files/media/images/analysis/by_gps_level*.png"))
+
+
+def test_analysis_job_names_missing_release(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    assert train_cli("--config", "configs/face_emotion_analysis.yaml", f"data.root={tmp_path / 'nowhere'}",
+                     f"run.root={tmp_path}") == 2
+    error = capsys.readouterr().err
+    assert "data.root=" in error and "raw/yt-urls.csv" in error and "shared/data/face_of_populism" in error

@@ -17,6 +17,7 @@ import skimage.data
 from conftest import REPO, train_cli
 from lightning_modules.face_emotion import module as _face_emotion  # noqa: F401  (registers the method)
 from lightning_modules.face_emotion.emotion_net import EMOTIONS
+from lightning_modules.face_emotion.preview import BOX_COLOUR
 
 CONFIG = "configs/examples/face_emotion_demo.yaml"
 FRAMES = 12
@@ -77,6 +78,18 @@ def test_writes_fer_format_csvs_and_records_failures(videos: Path, tmp_path: Pat
     assert (out / "camera-t300.csv").read_text().strip() == '""'
     failed = (out / "failed.txt").read_text().splitlines()
     assert [line.split("\t")[0] for line in failed] == [str(videos / "broken.avi")]
+
+
+def test_preview_marks_the_first_face_frame(videos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert _run(videos, out, tmp_path / "runs", "preview=true") == 0
+    assert sorted(p.name for p in out.glob("*.jpg")) == ["astronaut-t300-preview.jpg"]  # no face, no preview
+    preview = cv2.imread(str(out / "astronaut-t300-preview.jpg"))
+    x, y, w, h = ast.literal_eval(pd.read_csv(out / "astronaut-t300.csv", index_col=0)["box0"].iloc[0])
+    amber = np.all(np.abs(preview.astype(int) - BOX_COLOUR) < 60, axis=-1)
+    # The box outline is drawn on the CSV's box: amber along its left edge, none in the photo's far corner.
+    assert amber[y + h // 4 : y + 3 * h // 4, max(0, x - 2) : x + 3].any(axis=1).all()
+    assert amber[-40:, -40:].mean() == 0
 
 
 def test_rerun_skips_finished_videos(videos: Path, tmp_path: Path) -> None:

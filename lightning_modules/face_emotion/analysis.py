@@ -2,14 +2,12 @@
 
 Follows the digest (shared/papers/face_of_populism.md, sections 2.4-2.6 and 3): the leader's face scores are
 averaged per video, each video inherits its party's GPS 2019 codes, and pluralist videos (Type_Populism 1-2)
-are compared with populist ones (3-4). Pure pandas/scipy, so it runs without Lightning or torch.
-
-    python -m lightning_modules.face_emotion.analysis --data shared/data/face_of_populism --scheme t300 --out report.md
+are compared with populist ones (3-4). Pure pandas/scipy, so it runs without Lightning or torch; the
+`face_emotion_analysis` job (analysis_job.py) runs it through train.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import combinations
@@ -36,14 +34,16 @@ def _check_scheme(scheme: str) -> None:
         raise ValueError(f"unknown sampling scheme {scheme!r}; use one of {SCHEMES}")
 
 
-def per_frame_path(data_dir: Path, video: int, scheme: str) -> Path:
+def per_frame_path(per_frame_dir: Path, video: int, scheme: str) -> Path:
     _check_scheme(scheme)
-    return data_dir / "per_frame" / f"{video}-{scheme}.csv"
+    return per_frame_dir / f"{video}-{scheme}.csv"
 
 
 def read_frames(path: Path) -> pd.DataFrame:
     """One row per analysed frame with at least one face; fer's `box<k>, angry<k> ... neutral<k>` columns."""
     frames = pd.read_csv(path, index_col=0)
+    if frames.empty:  # fer's (and face_emotion's) output for a video where no face was ever found
+        return frames
     if "box0" not in frames.columns:
         raise ValueError(f"{path}: no 'box0' column; expected fer's Video.to_pandas layout (box0, angry0, ...)")
     return frames
@@ -70,12 +70,12 @@ def needs_review(frames: pd.DataFrame, share: float = REVIEW_SHARE) -> bool:
     return "box1" in frames.columns and bool(frames["box1"].notna().mean() > share)
 
 
-def review_flags(data_dir: Path, scheme: str) -> pd.Series:
+def review_flags(per_frame_dir: Path, scheme: str) -> pd.Series:
     """Per video id with a per-frame CSV: whether the >5% second-face rule flags it for manual review."""
     _check_scheme(scheme)
     flags = {
         int(path.name.split("-")[0]): needs_review(read_frames(path))
-        for path in (data_dir / "per_frame").glob(f"*-{scheme}.csv")
+        for path in per_frame_dir.glob(f"*-{scheme}.csv")
     }
     return pd.Series(flags, name="needs_review").sort_index().rename_axis("video")
 
@@ -97,12 +97,18 @@ def leader_selection(data_dir: Path, scheme: str) -> pd.DataFrame:
     return selection
 
 
-def leader_frames(data_dir: Path, scheme: str) -> Iterator[tuple[int, pd.DataFrame]]:
-    """(video id, the leader's (rows, 7) scores) for every kept video, after the manual frame-range cuts."""
+def leader_frames(data_dir: Path, scheme: str, per_frame_dir: Path | None = None
+                  ) -> Iterator[tuple[int, pd.DataFrame]]:
+    """(video id, the leader's (rows, 7) scores) for every kept video, after the manual frame-range cuts.
+
+    `per_frame_dir` defaults to the released `<data_dir>/per_frame`; a face_emotion run's `data.output_dir`
+    holds the same layout.
+    """
+    per_frame_dir = data_dir / "per_frame" if per_frame_dir is None else per_frame_dir
     for video, row in leader_selection(data_dir, scheme).iterrows():
         if row["dropped"]:
             continue
-        path = per_frame_path(data_dir, int(video), scheme)
+        path = per_frame_path(per_frame_dir, int(video), scheme)
         if not path.exists():
             raise FileNotFoundError(f"{path}: video {video} is not dropped in the manual review but has no CSV")
         stop = None if pd.isna(row["row_to"]) else int(row["row_to"])
@@ -131,10 +137,11 @@ def dominant_shares(scores: pd.DataFrame) -> pd.Series:
 
 
 def summarise_videos(
-    data_dir: Path, scheme: str, summary: Callable[[pd.DataFrame], pd.Series] = video_means
+    data_dir: Path, scheme: str, summary: Callable[[pd.DataFrame], pd.Series] = video_means,
+    per_frame_dir: Path | None = None,
 ) -> pd.DataFrame:
     """One row per kept video (index `video`): `summary` of its leader's frame scores."""
-    rows = {video: summary(scores) for video, scores in leader_frames(data_dir, scheme)}
+    rows = {video: summary(scores) for video, scores in leader_frames(data_dir, scheme, per_frame_dir)}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("video")
 
 
@@ -173,9 +180,9 @@ def party_codes(data_dir: Path) -> pd.DataFrame:
     return codes[[*columns, "party_size_seat"]].rename_axis("video")
 
 
-def load_videos(data_dir: Path, scheme: str) -> pd.DataFrame:
+def load_videos(data_dir: Path, scheme: str, per_frame_dir: Path | None = None) -> pd.DataFrame:
     """Per-video mean scores of the kept videos joined with their party's GPS codes."""
-    return summarise_videos(data_dir, scheme).join(party_codes(data_dir), how="left")
+    return summarise_videos(data_dir, scheme, per_frame_dir=per_frame_dir).join(party_codes(data_dir), how="left")
 
 
 # ---------------------------------------------------------------- statistics
@@ -312,8 +319,10 @@ def _write_figure(videos: pd.DataFrame, path: Path) -> None:
     plt.close(figure)
 
 
-def report_markdown(videos: pd.DataFrame, shares: pd.DataFrame, scheme: str, figure: str) -> str:
-    """The markdown report: sample, pluralist vs populist, ANOVA by level with Tukey, dominant emotions."""
+def report_markdown(videos: pd.DataFrame, shares: pd.DataFrame, scheme: str, figure: str,
+                    flagged: pd.Series) -> str:
+    """The markdown report: sample, review flags, pluralist vs populist, ANOVA by level with Tukey, dominant
+    emotions; `flagged` is review_flags' per-video result."""
     coded = videos.dropna(subset=["populism"])
     counts = coded["populism"].value_counts().reindex(GPS_LEVELS, fill_value=0)
     tukey = []
@@ -327,6 +336,8 @@ def report_markdown(videos: pd.DataFrame, shares: pd.DataFrame, scheme: str, fig
         f"{len(videos)} processed videos, {len(coded)} with a GPS populism code; by level 1/2/3/4: "
         + " / ".join(str(n) for n in counts)
         + f" ({counts[1] + counts[2]} pluralist, {counts[3] + counts[4]} populist).",
+        f"{int(flagged.sum())} of {len(flagged)} per-frame files show a second face in more than "
+        f"{REVIEW_SHARE:.0%} of rows, the paper's trigger for a manual choice of the leader's face.",
         "## Pluralist vs populist (Welch t-test, Cohen's d = pluralist - populist, pooled SD)",
         _markdown(headline_table(videos)),
         "## By GPS populism level (one-way ANOVA, eta squared)",
@@ -342,27 +353,9 @@ def report_markdown(videos: pd.DataFrame, shares: pd.DataFrame, scheme: str, fig
     return "\n\n".join(sections) + "\n"
 
 
-def write_report(videos: pd.DataFrame, shares: pd.DataFrame, scheme: str, out: Path) -> Path:
+def write_report(videos: pd.DataFrame, shares: pd.DataFrame, scheme: str, out: Path, flagged: pd.Series) -> Path:
     """Write the markdown report to `out`, with its figure beside it."""
     figure = f"{out.stem}-by-level.png"
     _write_figure(videos, out.parent / figure)
-    out.write_text(report_markdown(videos, shares, scheme, figure))
+    out.write_text(report_markdown(videos, shares, scheme, figure, flagged))
     return out
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Face of Populism statistics from the released per-frame CSVs.")
-    parser.add_argument("--data", type=Path, required=True, help="folder with per_frame/, raw/ and results/")
-    parser.add_argument("--scheme", choices=SCHEMES, default="t300")
-    parser.add_argument("--out", type=Path, help="write the markdown report here")
-    args = parser.parse_args(argv)
-    if not (args.data / "per_frame").is_dir():
-        parser.error(f"--data {args.data}: no per_frame/ folder; point it at shared/data/face_of_populism")
-    videos = load_videos(args.data, args.scheme)
-    print(headline_table(videos).round(4).to_string())
-    if args.out is not None:
-        write_report(videos, summarise_videos(args.data, args.scheme, dominant_shares), args.scheme, args.out)
-
-
-if __name__ == "__main__":
-    main()

@@ -40,6 +40,9 @@ class FaceEmotionConfig(ExperimentConfig):
     logger: LoggerKind = LoggerKind.csv
     model: FaceEmotionModelConfig = field(default_factory=FaceEmotionModelConfig)
     data: VideoFramesDataConfig = field(default_factory=VideoFramesDataConfig)
+    # One annotated JPEG per video beside its CSV (<video>-<scheme>-preview.jpg): the first sampled frame with a
+    # face, each box labelled with its CSV index and top emotion.
+    preview: bool = False
     # Nothing is trained: no test pass, no checkpoint metric, nothing to export.
     run: RunConfig = field(default_factory=lambda: RunConfig(test=False))
     checkpoint: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(monitor=None))

