@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.list_methods:
             for spec in list_methods():
-                print(f"{spec.name:20s} {spec.summary}")
+                print(f"{spec.name:24s} {spec.summary}")
             return 0
         if not args.config and not args.overrides:
             raise TenfoldError(f"nothing to run: pass --config FILE (e.g. {USAGE_EXAMPLE})")
