@@ -7,6 +7,7 @@ entry point); everything that must happen once per job is guarded by the global 
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import asdict
 from typing import Any
 
@@ -25,6 +26,11 @@ from tenfold.export import apply_export_transforms, write_export
 from tenfold.loggers import build_loggers
 from tenfold.registry import MethodSpec, get_method
 from tenfold.run_dir import RunDir, resolve_run_dir, write_run_files
+
+# Lightning 2.6 calls an API that torch 2.14 deprecated, on every batch transfer: noise, not the user's problem.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+# Inference-only methods write their outputs from predict_step and return None on purpose.
+warnings.filterwarnings("ignore", message=r"predict returned None if it was on purpose")
 
 
 def run(cfg: Any, validate_only: bool = False) -> dict[str, float]:
