@@ -73,3 +73,39 @@ def test_existing_run_dir_is_not_overwritten(tmp_path: Path) -> None:
     last.write_bytes(b"x")
     proc = train_subprocess(*RUN, f"run.root={tmp_path}", "run.name=taken", timeout=120)
     assert proc.returncode == 2 and "resume=auto" in proc.stderr
+
+
+def _process_group(pgid: int) -> list[str]:
+    return subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True).stdout.split()
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_sigterm_stops_every_ddp_rank_and_the_run_resumes(tmp_path: Path) -> None:
+    """SIGTERM to the launcher (what a scheduler sends) ends both gloo ranks promptly; resume=auto finishes."""
+    ddp = [*RUN, f"run.root={tmp_path}", "run.name=term", "trainer.strategy=ddp", "trainer.devices=2",
+           "trainer.accelerator=cpu", "trainer.deterministic=false", "trainer.max_epochs=40"]
+    env = {k: v for k, v in os.environ.items() if k != "TENFOLD_RUN_DIR"}
+    proc = subprocess.Popen([sys.executable, "train.py", *ddp], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    last = tmp_path / "rdnet" / "term" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while _step(last) < 4 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert proc.poll() is None, "the run finished before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    # The rank-1 process is the launcher's child, in the same process group: wait for it too.
+    stop_by = time.monotonic() + 60
+    while (still_running := _process_group(proc.pid)) and time.monotonic() < stop_by:
+        time.sleep(0.5)
+    if still_running:
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert not still_running, f"ranks still running 60 s after SIGTERM: {still_running}"
+    stopped_at = _step(last)  # last.ckpt is written at epoch ends: 4 optimizer steps per epoch
+    assert stopped_at >= 4 and stopped_at % 4 == 0
+
+    one_more_epoch = f"trainer.max_epochs={stopped_at // 4 + 1}"
+    resumed = train_subprocess(*ddp[:-1], one_more_epoch, "resume=auto", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _step(last) == stopped_at + 4
