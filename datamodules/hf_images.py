@@ -38,7 +38,9 @@ def load_hf_split(name: str, root: str | None, split: str, cache_dir: str | None
 class HFImageDataset(Dataset):
     """(PIL RGB image, int label) pairs from an HF dataset with image and label columns."""
 
-    def __init__(self, hf_split: Any, image_column: str, label_column: str) -> None:
+    def __init__(self, hf_split: Any, image_column: str, label_column: str, classes: list | None = None) -> None:
+        """`classes`: the train split's, for the other splits; without it a plain label column's class list
+        is this split's own, and a split missing one class would shift every later label."""
         missing = {image_column, label_column} - set(hf_split.column_names)
         if missing:
             raise DataError(
@@ -51,9 +53,19 @@ class HFImageDataset(Dataset):
         self.image_column = image_column
         self.label_column = label_column
         names = getattr(hf_split.features[label_column], "names", None)
-        # A ClassLabel column stores indices; a plain string column is mapped to sorted class names.
-        self.classes = list(names) if names else sorted(set(hf_split[label_column]))
-        self._index = None if names else {name: i for i, name in enumerate(self.classes)}
+        if names:  # a ClassLabel column stores indices into names shared by every split
+            self.classes, self._index = list(names), None
+            return
+        # A plain (string) column is mapped to sorted class names.
+        present = sorted(set(hf_split[label_column]))
+        self.classes = present if classes is None else list(classes)
+        unknown = sorted(set(present) - set(self.classes))
+        if unknown:
+            raise DataError(
+                f"HF dataset column '{label_column}' has labels {unknown[:10]} that the train split does not; "
+                "every evaluation class needs training examples"
+            )
+        self._index = {name: i for i, name in enumerate(self.classes)}
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -21,7 +21,7 @@ from torchvision import transforms as T
 from datamodules.digits import CLASS_NAMES as DIGIT_CLASSES
 from datamodules.digits import digit_images
 from datamodules.hf_images import HFImageDataset, load_hf_split, set_offline
-from datamodules.image_folder import image_folder_split
+from datamodules.image_folder import align_to_classes, image_folder_split
 from tenfold.errors import DataError
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -233,12 +233,15 @@ class ImageClassificationDataModule(L.LightningDataModule):
                 "data.source=imagefolder needs data.root: set data.root=/path/to/dataset holding "
                 f"'{cfg.train_split}/' and '{cfg.val_split}/' class folders"
             )
+        # Val/test splits take the train split's class list, so labels agree even when a split lacks a class.
+        train_classes = None if split == "train" else self._raw_split("train").classes
         if cfg.source is DataSource.imagefolder:
-            return image_folder_split(cfg.root, self._split_name(split))
+            folder = image_folder_split(cfg.root, self._split_name(split))
+            return folder if train_classes is None else align_to_classes(folder, train_classes)
         if not cfg.hf_name:
             raise DataError("data.source=hf needs data.hf_name (a hub name, or imagefolder/parquet with data.root)")
         hf_split = load_hf_split(cfg.hf_name, cfg.root, self._split_name(split), cfg.cache_dir)
-        return HFImageDataset(hf_split, cfg.image_column, cfg.label_column)
+        return HFImageDataset(hf_split, cfg.image_column, cfg.label_column, train_classes)
 
     def _read_class_names(self) -> list[str]:
         if self.cfg.source is DataSource.digits:

@@ -33,3 +33,23 @@ def image_folder_split(root: str, split: str) -> ImageFolder:
         return ImageFolder(str(split_dir), loader=load_image)
     except FileNotFoundError as exc:
         raise DataError(f"{split_dir} holds no images in class subfolders ({exc}); expected {LAYOUT}") from None
+
+
+def align_to_classes(folder: ImageFolder, classes: list[str]) -> ImageFolder:
+    """Label a split's images by the train split's class list.
+
+    ImageFolder numbers each split's own class folders, so a val/test split that lacks one class would shift
+    every later label silently.
+    """
+    unknown = sorted(set(folder.classes) - set(classes))
+    if unknown:
+        raise DataError(
+            f"{folder.root}: class folders {unknown} are not in the train split's {len(classes)} classes; "
+            "every evaluation class needs training images (or remove those folders)"
+        )
+    index = {name: i for i, name in enumerate(classes)}
+    folder.samples = [(path, index[folder.classes[target]]) for path, target in folder.samples]
+    folder.imgs = folder.samples
+    folder.targets = [target for _, target in folder.samples]
+    folder.classes, folder.class_to_idx = list(classes), index
+    return folder

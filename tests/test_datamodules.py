@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from datamodules.digits import digit_images
+from datamodules.hf_images import HFImageDataset
 from datamodules.image_classification import DataSource, ImageClassificationDataConfig, ImageClassificationDataModule
 from tenfold.errors import DataError
 
@@ -67,3 +71,34 @@ def test_hf_source_needs_a_name() -> None:
 def test_imagefolder_needs_a_root() -> None:
     with pytest.raises(DataError, match="data.root"):
         ImageClassificationDataModule(_config(source=DataSource.imagefolder)).check()
+
+
+def test_eval_split_missing_a_class_keeps_train_labels(image_folder: Path, tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    shutil.copytree(image_folder, root)
+    shutil.rmtree(root / "test" / "dots")  # ImageFolder alone would relabel 'plain' from 2 to 1
+    dm = ImageClassificationDataModule(_config(source=DataSource.imagefolder, root=str(root), test_split="test"))
+    dm.setup("test")
+    folder = dm.test_set.pairs
+    assert folder.classes == ["bars", "dots", "plain"] and sorted(set(folder.targets)) == [0, 2]
+    assert all(folder.classes[t] == Path(p).parent.name for p, t in folder.samples)
+
+
+def test_eval_split_with_an_unknown_class_is_a_data_error(image_folder: Path, tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    shutil.copytree(image_folder, root)
+    shutil.copytree(root / "test" / "dots", root / "test" / "stripes")
+    dm = ImageClassificationDataModule(_config(source=DataSource.imagefolder, root=str(root), test_split="test"))
+    with pytest.raises(DataError, match=r"\['stripes'\] are not in the train split"):
+        dm.setup("test")
+
+
+def test_hf_string_labels_follow_the_train_classes() -> None:
+    image = Image.new("RGB", (8, 8))
+    split = datasets.Dataset.from_dict({"image": [image, image], "label": ["cat", "owl"]},
+                                       features=datasets.Features({"image": datasets.Image(),
+                                                                   "label": datasets.Value("string")}))
+    labels = [label for _, label in HFImageDataset(split, "image", "label", classes=["cat", "dog", "owl"])]
+    assert labels == [0, 2]
+    with pytest.raises(DataError, match="owl"):
+        HFImageDataset(split, "image", "label", classes=["cat", "dog"])
