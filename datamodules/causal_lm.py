@@ -32,7 +32,7 @@ LOCAL_BUILDERS = ("text", "json", "parquet")
 class CausalLMDataConfig:
     # "grammar" (bundled), a hub dataset name (wikitext, ptb_text_only, allenai/c4), or text/json/parquet
     # for local files given in data.files
-    source: str = GRAMMAR
+    source: str | None = None
     hf_config: str | None = None  # e.g. wikitext-2-raw-v1
     files: dict[str, list[str]] = field(default_factory=dict)  # local builders: split name -> file paths
     text_column: str = "text"
@@ -115,6 +115,9 @@ class CausalLMDataModule(L.LightningDataModule):
     def check(self) -> None:
         """Fail at once on an absent source or files, before the (large) model is built."""
         cfg = self.cfg
+        if cfg.source is None:
+            raise DataError("set data.source: a hub dataset name (e.g. wikitext with data.hf_config="
+                            "wikitext-2-raw-v1), text/json/parquet with data.files, or grammar (the bundled corpus)")
         if cfg.source in LOCAL_BUILDERS:
             for split in (cfg.train_split, cfg.val_split, cfg.test_split):
                 paths = cfg.files.get(split)

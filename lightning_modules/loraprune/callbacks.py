@@ -56,7 +56,7 @@ class LoRAPruneCallback(L.Callback):
                 previous = self.ema.get(block.name, torch.zeros_like(block_score))
                 self.ema[block.name] = ema_update(previous, block_score, self.cfg.ema_decay)
         self._release_weight_grads(model, blocks)
-        total = max(1, int(trainer.estimated_stepping_batches))
+        total = max(1, self.cfg.total_steps or int(trainer.estimated_stepping_batches))
         target = cubic_sparsity(self.step, total, self.cfg.final_sparsity, self.cfg.initial_sparsity,
                                 self.cfg.warmup, self.cfg.cooldown)
         if target > self.cfg.initial_sparsity and is_pruning_step(self.step, total, self.cfg.every_n_steps,

@@ -32,6 +32,7 @@ class PruneConfig:
     warmup: float = 0.1  # fraction of optimizer steps before the first pruning
     cooldown: float = 0.1  # fraction of steps at the final sparsity, fine-tuning only
     every_n_steps: int = 10  # prune_freq
+    total_steps: int | None = None  # schedule length in optimizer steps; None: the whole run
     ema_decay: float = 0.9
     protect_first_layers: int | None = None  # None: floor(10% of layers), as the official code
     protect_last_layer: bool = True
