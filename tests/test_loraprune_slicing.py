@@ -117,3 +117,35 @@ def test_lora_criterion_needs_no_base_weight_gradients() -> None:
     model(input_ids=tokens, labels=tokens).loss.backward()
     with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
     assert with_grad and all("lora_" in n for n in with_grad)
+
+
+def test_vit_masked_logits_equal_sliced_and_rebuilt_export() -> None:
+    from lightning_modules.loraprune.groups import vit_blocks
+    from lightning_modules.loraprune.vit import build_pruned_vit, build_vit, set_vit_head_counts, vit_layer_shapes
+
+    torch.manual_seed(0)
+    arch = {"img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 3, "num_heads": 4, "mlp_ratio": 2.0}
+    model = wrap_with_lora(build_vit("vit_tiny_patch16_224", 5, arch), ["attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"],
+                           rank=4, alpha=8, dropout=0.0, modules_to_save=["head"]).eval()
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.2)
+    base = model.get_base_model()
+    blocks = vit_blocks(base, protected_layers(3, first=0, last=True))
+    attach_masks(base, blocks)
+    for block in blocks:
+        keep = prune_lowest(torch.rand(block.n_groups), group_keep(base, block), block.n_groups // 2)
+        set_group_keep(base, block, keep)
+    keeps = block_keeps(base, blocks)
+    dense = merged_copy(model)
+    slice_blocks(dense, blocks, keeps)
+    shapes = vit_layer_shapes(dense, blocks, keeps)
+    set_vit_head_counts(dense, shapes)
+    assert shapes == [{"heads": 2, "mlp_hidden": 32}, {"heads": 2, "mlp_hidden": 32}, {"heads": 4, "mlp_hidden": 64}]
+    assert dense.blocks[0].attn.qkv.weight.shape == (3 * 2 * 8, 32)
+    images = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(dense(images), model(images), rtol=0, atol=1e-5)
+        rebuilt = build_pruned_vit("vit_tiny_patch16_224", 5, arch, shapes).eval()
+        rebuilt.load_state_dict(dense.state_dict(), strict=True)
+        torch.testing.assert_close(rebuilt(images), model(images), rtol=0, atol=1e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,13 @@ def load_or_build_llama(base_path: str | None, build: dict[str, Any], vocab_size
     return model
 
 
-def dense_warmup(model: nn.Module, batches: Any, steps: int, lr: float) -> list[float]:
+def causal_lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    input_ids, labels = batch
+    return model(input_ids=input_ids, labels=labels).loss
+
+
+def dense_warmup(model: nn.Module, batches: Any, steps: int, lr: float,
+                 loss_fn: Callable[[nn.Module, Any], torch.Tensor] = causal_lm_loss) -> list[float]:
     """Plain AdamW training of every non-LoRA weight for `steps` batches (demo models built from scratch).
 
     LoRA's B starts at zero, so the LoRA path is an exact no-op here; its parameters are left untouched
@@ -49,8 +56,8 @@ def dense_warmup(model: nn.Module, batches: Any, steps: int, lr: float) -> list[
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
     losses = []
     model.train()
-    for input_ids, labels in itertools.islice(itertools.cycle(batches), steps):
-        loss = model(input_ids=input_ids, labels=labels).loss
+    for batch in itertools.islice(itertools.cycle(batches), steps):
+        loss = loss_fn(model, batch)
         loss.backward()
         optimizer.step()
         schedule.step()
