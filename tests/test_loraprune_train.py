@@ -88,3 +88,20 @@ def test_paper_config_names_the_missing_model_and_data(capsys: pytest.CaptureFix
                      f"model.base_path={tmp_path}", "data.source=grammar", f"data.tokenizer={tmp_path / 'tokenizer'}",
                      f"data.cache_dir={tmp_path / 'cache'}") == 2
     assert f"model.base_path={tmp_path} has no config.json" in capsys.readouterr().err
+
+
+def test_vit_demo_prunes_heads_and_channels_and_exports_the_sliced_vit(tmp_path: Path) -> None:
+    from tenfold.export import load_export
+
+    assert train_cli("--config", "configs/demo/loraprune_vit.yaml", f"run.root={tmp_path}", "logger=none",
+                     "model.dense_warmup_steps=0", "trainer.limit_train_batches=4", "trainer.max_epochs=2",
+                     "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "trainer.num_sanity_val_steps=0",
+                     "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+                     "data.batch_size_per_device=16", "model.prune.every_n_steps=2") == 0
+    run = only_run_dir(tmp_path, "loraprune_vit")
+    masks = _masks(run / "checkpoints" / "last.ckpt")
+    assert len(masks) == 3 * 2 and all(m.mean().item() == 0.5 for m in masks.values())  # qkv, fc1 of blocks 0-2
+    model, meta = load_export(run / "export")
+    assert [b.attn.num_heads for b in model.blocks] == [2, 2, 2, 4]
+    assert [b.mlp.fc1.out_features for b in model.blocks] == [128, 128, 128, 256]
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10) and meta["class_names"][0] == "0"
