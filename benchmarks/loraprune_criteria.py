@@ -39,7 +39,7 @@ def pretrain_base(target: Path, steps: int, cache_dir: Path) -> float:
     torch.manual_seed(cfg.seed)
     data = CausalLMDataModule(cfg.data)
     data.setup("fit")
-    model = load_or_build_llama(None, cfg.model.build, len(data.tokenizer), "float32")
+    model = load_or_build_llama(None, cfg.model.build, data.tokenizer, "float32")
     losses = dense_warmup(model, data.train_dataloader(), steps, cfg.model.dense_warmup_lr)
     model.save_pretrained(target)
     data.tokenizer.save_pretrained(target)
@@ -50,7 +50,7 @@ def run_one(criterion: str, sparsity: float, seed: int, base: Path, root: Path, 
     name = f"{criterion}-p{sparsity}-s{seed}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     env.pop("TENFOLD_RUN_DIR", None)
-    cmd = [sys.executable, "train.py", "--config", DEMO, f"model.base_path={base}", f"data.tokenizer={base}",
+    cmd = [sys.executable, "train.py", "--config", DEMO, f"model.base_path={base}", f"data.vocabulary={base}",
            "model.dense_warmup_steps=0", f"model.prune.criterion={criterion}", f"model.prune.final_sparsity={sparsity}",
            f"model.prune.seed={seed}", f"seed={seed}", f"run.root={root}", f"run.name={name}", "logger=csv",
            "export.enabled=false", "trainer.enable_progress_bar=false", f"data.cache_dir={root / 'cache'}", *extra]

@@ -82,10 +82,10 @@ def test_paper_config_names_the_missing_model_and_data(capsys: pytest.CaptureFix
     assert "data.files.train" in capsys.readouterr().err
     assert train_cli("--config", "configs/loraprune.yaml", f"run.root={tmp_path}", "--validate-only",
                      f"model.base_path={tmp_path}", "data.source=grammar") == 2
-    assert f"data.tokenizer={tmp_path} holds no tokenizer files" in capsys.readouterr().err
+    assert f"data.vocabulary={tmp_path} holds no tokenizer files" in capsys.readouterr().err
     byte_tokenizer().save_pretrained(tmp_path / "tokenizer")
     assert train_cli("--config", "configs/loraprune.yaml", f"run.root={tmp_path}", "--validate-only",
-                     f"model.base_path={tmp_path}", "data.source=grammar", f"data.tokenizer={tmp_path / 'tokenizer'}",
+                     f"model.base_path={tmp_path}", "data.source=grammar", f"data.vocabulary={tmp_path / 'tokenizer'}",
                      f"data.cache_dir={tmp_path / 'cache'}") == 2
     assert f"model.base_path={tmp_path} has no config.json" in capsys.readouterr().err
 

@@ -16,15 +16,18 @@ from tenfold.errors import CheckpointError, ConfigError
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def load_or_build_llama(base_path: str | None, build: dict[str, Any], vocab_size: int, dtype: str) -> LlamaForCausalLM:
-    """`from_pretrained(base_path)` (local files only), or a fresh model from `build` (LlamaConfig args)."""
+def load_or_build_llama(base_path: str | None, build: dict[str, Any], tokenizer: Any, dtype: str) -> LlamaForCausalLM:
+    """`from_pretrained(base_path)` (local files only), or a fresh model from `build` (LlamaConfig args;
+    vocabulary size and special-token ids come from `tokenizer`)."""
     if dtype not in DTYPES:
         raise ConfigError(f"model.dtype={dtype} is not one of {', '.join(DTYPES)}")
     if base_path is None:
         if not build:
             raise ConfigError("set model.base_path to a local LLaMA checkpoint directory, or model.build to "
                               "LlamaConfig arguments for a model built from scratch")
-        config = LlamaConfig(**{"vocab_size": vocab_size, **build})
+        special = {"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
+                   "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+        config = LlamaConfig(**{**special, **build})
         return LlamaForCausalLM(config).to(DTYPES[dtype])
     if not Path(base_path, "config.json").is_file():
         raise CheckpointError(f"model.base_path={base_path} has no config.json: point it at a local transformers "

@@ -47,13 +47,13 @@ def at_final_sparsity(model: nn.Module, blocks: list[PrunableBlock], final: floa
     summary="LoRAPrune (arXiv 2305.18403): LoRA-gradient structured pruning of LLaMA-layout LMs",
 )
 class LoRAPruneLM(L.LightningModule):
-    def __init__(self, config: dict, tokenizer: str | None) -> None:
+    def __init__(self, config: dict, vocabulary: str | None) -> None:
         super().__init__()
-        self.save_hyperparameters({"config": redact_secrets(config), "tokenizer": tokenizer})
+        self.save_hyperparameters({"config": redact_secrets(config), "vocabulary": vocabulary})
         self.cfg = from_plain(LoRAPruneConfig, config)
         m = self.cfg.model
-        self.tokenizer = load_tokenizer(tokenizer)
-        base = load_or_build_llama(m.base_path, m.build, len(self.tokenizer), m.dtype)
+        self.tokenizer = load_tokenizer(vocabulary)
+        base = load_or_build_llama(m.base_path, m.build, self.tokenizer, m.dtype)
         self.model = wrap_with_lora(base, m.lora.targets, m.lora.rank, m.lora.alpha, m.lora.dropout, [])
         n_layers = base.config.num_hidden_layers
         protected = protected_layers(n_layers, m.prune.protect_first_layers, m.prune.protect_last_layer)
