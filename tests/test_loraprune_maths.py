@@ -108,3 +108,37 @@ def test_pruning_is_monotone_and_takes_the_lowest_scores() -> None:
     # group 1 now scores highest but stays pruned
     keep = prune_lowest(torch.tensor([5.0, 9.0, 4.0, 0.5, 3.0, 2.0]), keep, 3)
     assert keep.tolist() == [True, False, True, False, True, False]
+
+
+def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    ranks = torch.stack([a.argsort().argsort().float(), b.argsort().argsort().float()])
+    return torch.corrcoef(ranks)[0, 1].item()
+
+
+def test_lora_guided_channel_scores_agree_with_true_gradient_scores() -> None:
+    """Digest check 3: on the same step, LoRA-guided and true-gradient FFN-channel scores rank alike."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lightning_modules.loraprune.groups import llama_blocks, protected_layers
+    from lightning_modules.loraprune.scoring import block_scores
+
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=64, intermediate_size=256, num_hidden_layers=3, num_attention_heads=8,
+                         num_key_value_heads=4, head_dim=8, vocab_size=100)
+    model = wrap_with_lora(LlamaForCausalLM(config), ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                      "down_proj"], rank=8, alpha=16, dropout=0.0, modules_to_save=[])
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            nn.init.normal_(p, std=0.02)  # a LoRA that has started to train
+    base = model.get_base_model()
+    blocks = [b for b in llama_blocks(config, protected_layers(3, 0, False)) if b.kind == "channels"]
+    for block in blocks:
+        for member in block.members:
+            linear_parts(base.get_submodule(member.path)).weight.requires_grad_(True)
+    tokens = torch.randint(0, 100, (8, 32))
+    model(input_ids=tokens, labels=tokens).loss.backward()
+    for block in blocks:
+        lora = block_scores(base, block, Criterion.lora, ImportancePower.abs)
+        true = block_scores(base, block, Criterion.grad, ImportancePower.abs)
+        assert _spearman(lora, true) > 0.6
+        assert abs(_spearman(torch.rand(block.n_groups), true)) < 0.2
