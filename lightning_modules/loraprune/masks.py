@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from lightning_modules.loraprune.groups import PrunableBlock
 from lightning_modules.loraprune.lora_layers import linear_parts
+from lightning_modules.loraprune.schedule import groups_to_prune
 
 MASK_BUFFER = "loraprune_mask"
 
@@ -64,3 +65,8 @@ def set_group_keep(model: nn.Module, block: PrunableBlock, keep: Tensor) -> None
 def sparsity_by_block(model: nn.Module, blocks: list[PrunableBlock]) -> dict[str, float]:
     """Fraction of pruned groups per block, for logging."""
     return {block.name: 1.0 - group_keep(model, block).float().mean().item() for block in blocks}
+
+
+def at_final_sparsity(model: nn.Module, blocks: list[PrunableBlock], final: float) -> bool:
+    """Whether every block has pruned as many groups as the final sparsity asks for."""
+    return all(int((~group_keep(model, b)).sum()) >= groups_to_prune(b.n_groups, final) for b in blocks)

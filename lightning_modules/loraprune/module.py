@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import Perplexity
@@ -16,12 +17,11 @@ from callbacks.save_pretrained import SavePretrainedAtExport
 from datamodules.causal_lm import CausalLMDataModule, load_tokenizer
 from lightning_modules.loraprune.callbacks import LoRAPruneCallback
 from lightning_modules.loraprune.config import LoRAPruneConfig
-from lightning_modules.loraprune.groups import PrunableBlock, llama_blocks, protected_layers
+from lightning_modules.loraprune.groups import llama_blocks, protected_layers
 from lightning_modules.loraprune.lm import dense_warmup, load_or_build_llama
 from lightning_modules.loraprune.lora_layers import linear_parts, wrap_with_lora
-from lightning_modules.loraprune.masks import attach_masks, group_keep
+from lightning_modules.loraprune.masks import at_final_sparsity, attach_masks
 from lightning_modules.loraprune.pruned_llama import SHAPES_KEY, layer_shapes, pruned_llama_from_sliced
-from lightning_modules.loraprune.schedule import groups_to_prune
 from lightning_modules.loraprune.scoring import Criterion
 from lightning_modules.loraprune.slicing import block_keeps, merged_copy, slice_blocks
 from tenfold.config import from_plain
@@ -33,10 +33,6 @@ from tenfold.registry import register_method
 
 def _callbacks(cfg: LoRAPruneConfig) -> list:
     return [LoRAPruneCallback(cfg.model.prune), SavePretrainedAtExport()]
-
-
-def at_final_sparsity(model: nn.Module, blocks: list[PrunableBlock], final: float) -> bool:
-    return all(int((~group_keep(model, b)).sum()) >= groups_to_prune(b.n_groups, final) for b in blocks)
 
 
 @register_method(
@@ -82,7 +78,7 @@ class LoRAPruneLM(L.LightningModule):
         if stage == "fit" and m.dense_warmup_steps > 0 and not trainer.fast_dev_run and trainer.ckpt_path is None:
             losses = dense_warmup(self.model, trainer.datamodule.train_dataloader(), m.dense_warmup_steps,
                                   m.dense_warmup_lr)
-            print(f"dense warm-up: {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+            rank_zero_info(f"dense warm-up: {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}")
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         input_ids, labels = batch

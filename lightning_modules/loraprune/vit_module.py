@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from datamodules.image_classification import ImageClassificationDataConfig, ImageClassificationDataModule
@@ -18,8 +19,7 @@ from lightning_modules.loraprune.config import LoRAConfig, PruneConfig
 from lightning_modules.loraprune.groups import protected_layers, vit_blocks
 from lightning_modules.loraprune.lm import dense_warmup
 from lightning_modules.loraprune.lora_layers import linear_parts, wrap_with_lora
-from lightning_modules.loraprune.masks import attach_masks
-from lightning_modules.loraprune.module import at_final_sparsity
+from lightning_modules.loraprune.masks import at_final_sparsity, attach_masks
 from lightning_modules.loraprune.scoring import Criterion
 from lightning_modules.loraprune.slicing import block_keeps, merged_copy, slice_blocks
 from lightning_modules.loraprune.vit import build_vit, set_vit_head_counts, vit_layer_shapes
@@ -93,7 +93,7 @@ class LoRAPruneViT(ImageClassifier):
         if stage == "fit" and m.dense_warmup_steps > 0 and not trainer.fast_dev_run and trainer.ckpt_path is None:
             losses = dense_warmup(self.net, trainer.datamodule.train_dataloader(), m.dense_warmup_steps,
                                   m.dense_warmup_lr, _classification_loss)
-            print(f"dense warm-up: {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+            rank_zero_info(f"dense warm-up: {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}")
 
     def configure_optimizers(self) -> Any:
         # Only LoRA factors and the head are optimised; the `grad` criterion's W0 gradients are read, not used.
