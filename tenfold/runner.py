@@ -107,10 +107,10 @@ def build_trainer(cfg: Any, spec: MethodSpec, run_dir: RunDir, datamodule: Any) 
     )
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    meta = datamodule.export_meta() if hasattr(datamodule, "export_meta") else {}
-    # Image grids only for image classifiers (a text datamodule has no mean/std/classes).
-    if cfg.logger in (LoggerKind.wandb, LoggerKind.tensorboard) and {"mean", "std", "class_names"} <= meta.keys():
-        callbacks.append(PredictionSamplesCallback(meta["mean"], meta["std"], meta["class_names"]))
+    if cfg.logger in (LoggerKind.wandb, LoggerKind.tensorboard) and hasattr(datamodule, "export_meta"):
+        meta = datamodule.export_meta()
+        if {"mean", "std", "class_names"} <= meta.keys():  # image grids only for image data (not text)
+            callbacks.append(PredictionSamplesCallback(meta["mean"], meta["std"], meta["class_names"]))
     try:
         return L.Trainer(
             **tcfg,
