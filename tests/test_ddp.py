@@ -44,6 +44,8 @@ def test_ddp_two_cpu_processes(config: str, tmp_path: Path) -> None:
     spec = get_method(method)
     module = spec.module_class.load_from_checkpoint(run / "checkpoints" / "best.ckpt", weights_only=True).eval()
     datamodule = spec.datamodule_class(module.cfg.data)
+    if not hasattr(datamodule, "class_names"):
+        return  # the cross-check below counts images; other data (e.g. text windows) is checked in its own tests
     datamodule.setup("test")
     correct = total = 0
     with torch.no_grad():
