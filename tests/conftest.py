@@ -27,10 +27,17 @@ TINY = [
 ]
 
 
+@pytest.fixture(scope="session")
+def _cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache-home")
+
+
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated(monkeypatch: pytest.MonkeyPatch, _cache_home: Path) -> None:
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.delenv("TENFOLD_RUN_DIR", raising=False)
+    # Caches that default to ~/.cache (the causal-LM token cache, W&B's) stay inside the test session.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(_cache_home))
 
 
 @pytest.fixture(autouse=True)
