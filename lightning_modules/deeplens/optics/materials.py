@@ -19,6 +19,8 @@ from tenfold.errors import ConfigError
 CATALOGUE = Path(__file__).with_name("glasses.json")
 # Fraunhofer lines (nm) that define n_d and the Abbe number V_d = (n_d - 1) / (n_F - n_C).
 WAVE_D, WAVE_F, WAVE_C = 587.5618, 486.1327, 656.2725
+# The official Cauchy model fits (n_d, V_d) at these rounded lines; kept so its glasses match.
+CAUCHY_D, CAUCHY_F, CAUCHY_C = 587.6, 486.1, 656.3
 
 
 @lru_cache(maxsize=1)
@@ -85,8 +87,8 @@ class CauchyGlass(Material):
 
     def n(self, wvln_nm: float) -> Tensor:
         # B from the Abbe number's definition, A so that n(lam_d) = n_d (digest 2.4).
-        b = (self.n_d - 1) / (self.v_d * (WAVE_F**-2 - WAVE_C**-2))
-        a = self.n_d - b / WAVE_D**2
+        b = (self.n_d - 1) / (self.v_d * (CAUCHY_F**-2 - CAUCHY_C**-2))
+        a = self.n_d - b / CAUCHY_D**2
         return a + b / wvln_nm**2
 
 

@@ -48,8 +48,8 @@ def rms_spot(xy: Tensor, valid: Tensor, center: Tensor | None = None) -> Tensor:
     count = w.sum(-2).clamp(min=EPS)  # (..., 1); 0 valid rays gives 0, not 0/0
     if center is None:
         center = (w * xy).sum(-2) / count
-    sq = (w * (xy - center.unsqueeze(-2)) ** 2).sum((-2, -1))
-    return torch.sqrt(sq / count.squeeze(-1) + EPS) - math.sqrt(EPS)
+    mean_sq = (w * (xy - center.unsqueeze(-2)) ** 2).sum((-2, -1)) / count.squeeze(-1)
+    return torch.sqrt(mean_sq.clamp(min=1e-20))  # the floor (1e-10 mm) keeps the gradient finite at 0
 
 
 def ideal_image_points(lens: Lens, fields: Tensor, hfov: float | None = None, foclen: float | None = None) -> Tensor:
