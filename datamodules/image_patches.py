@@ -1,10 +1,11 @@
 """Sharp image patches with their position on the sensor, for image simulation through a lens (DeepLens EDoF).
 
 Every source image is the whole scene seen by the sensor: it is resized (shorter side) and centre-cropped to
-a square of `image_size` pixels, one pixel per sensor pixel. A sample is a `patch_size` crop of it plus the
-crop centre's normalised field position (x right, y up, both in [-1, 1]); a lens renders the crop with its
-PSF at that field. Training crops are random; evaluation crops are fixed (seeded by index), so every run and
-every DDP rank scores the same pixels.
+a square of `image_size` pixels, one pixel per sensor pixel. A sample is a `patch_size` crop of it, the
+crop centre's normalised field position (x right, y up, both in [-1, 1]; a lens renders the crop with its
+PSF at that field) and the sample's index (evaluation seeds its sensor noise with it, so the noise does
+not depend on batching or on the number of DDP ranks). Training crops are random; evaluation crops are
+fixed (seeded by index), so every run and every DDP rank scores the same pixels.
 
 Sources (`data.source`):
 - `sample_photos` (default, bundled): scikit-image's sample photos (`skimage.data`), named per split.
@@ -92,7 +93,7 @@ def patch_field(top: int, left: int, patch_size: int, image_size: int) -> Tensor
 
 
 class ImagePatches(Dataset):
-    """(patch (3, P, P) in [0, 1], field (2,)) pairs: random crops (train) or index-seeded fixed crops (eval)."""
+    """(patch (3, P, P) in [0, 1], field (2,), index): random crops (train) or index-seeded fixed crops (eval)."""
 
     def __init__(self, images: list, image_size: int, patch_size: int, per_image: int, train: bool) -> None:
         self.images = images  # PIL images (sample photos) or file paths (folder)
@@ -102,7 +103,7 @@ class ImagePatches(Dataset):
     def __len__(self) -> int:
         return len(self.images) * self.per_image
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor, int]:
         source = self.images[index // self.per_image]
         image = load_image(str(source)) if isinstance(source, (str, Path)) else source
         scene = to_scene(image, self.image_size)
@@ -112,7 +113,7 @@ class ImagePatches(Dataset):
         else:
             top, left = (int(v) for v in np.random.default_rng(index).integers(0, span, size=2))
         patch = scene[:, top : top + self.patch_size, left : left + self.patch_size]
-        return patch, patch_field(top, left, self.patch_size, self.image_size)
+        return patch, patch_field(top, left, self.patch_size, self.image_size), index
 
 
 class ImagePatchesDataModule(L.LightningDataModule):

@@ -1,8 +1,13 @@
 """Image simulation through a lens by PSF convolution (DeepLens digest section 4, paths (b) and (c)).
 
-Pure torch. An incoherent imaging system maps a sharp image x to y = x (*) psf, a true convolution:
-`conv2d` computes a cross-correlation, so every kernel is flipped first. Borders are reflect-padded so a
-patch is not darkened at its edges by zeros that the real scene does not contain.
+Pure torch. An incoherent imaging system maps a sharp image x to y = x (*) psf, a true convolution (no
+kernel flip, unlike `conv2d`'s cross-correlation). Borders are reflect-padded so a patch is not darkened
+at its edges by zeros that the real scene does not contain.
+
+The convolution is computed with FFTs. The result is the same as `conv2d` with the flipped kernel, but
+end-to-end training needs the gradient with respect to the kernel (the lens), and conv2d's weight
+gradient for a large per-channel kernel is slow on CPU (about 0.65 s for 8 crops of 64 px with a 25 px
+kernel, against milliseconds with FFTs).
 
 - `render_psf`: one PSF per image (the "psf_patch" path: a random crop sees the lens's PSF at the
   crop's field position and the sampled object depth). Cheapest; exact when the PSF barely varies
@@ -32,14 +37,19 @@ def _check_kernel(psf: Tensor, image: Tensor) -> int:
 
 def render_psf(image: Tensor, psf: Tensor) -> Tensor:
     """Blur `image` (B, C, H, W) with `psf`, (C, ks, ks) shared by the batch or (B, C, ks, ks) per image."""
-    batch, channels, height, width = image.shape
     radius = _check_kernel(psf, image)
-    kernels = psf.expand(batch, channels, -1, -1) if psf.dim() == 3 else psf
-    kernels = kernels.flip(-2, -1).reshape(batch * channels, 1, *psf.shape[-2:]).to(image.dtype)
     padded = F.pad(image, (radius,) * 4, mode="reflect")
-    # Every (image, channel) pair is its own group: one conv2d call for the whole batch.
-    blurred = F.conv2d(padded.reshape(1, batch * channels, *padded.shape[-2:]), kernels, groups=batch * channels)
-    return blurred.reshape(batch, channels, height, width)
+    return convolve_valid(padded, psf if psf.dim() == 4 else psf.unsqueeze(0))
+
+
+def convolve_valid(padded: Tensor, kernels: Tensor) -> Tensor:
+    """True 2-D convolution of every channel with its kernel, keeping only the fully overlapped ("valid")
+    part: (B, C, h + ks - 1, w + ks - 1) with kernels (B or 1, C, ks, ks) -> (B, C, h, w)."""
+    ks = kernels.shape[-1]
+    size = (padded.shape[-2] + ks - 1, padded.shape[-1] + ks - 1)  # no circular wrap-around
+    spectrum = torch.fft.rfft2(padded, s=size) * torch.fft.rfft2(kernels.to(padded.dtype), s=size)
+    full = torch.fft.irfft2(spectrum, s=size)
+    return full[..., ks - 1 : padded.shape[-2], ks - 1 : padded.shape[-1]]
 
 
 def tile_bounds(size: int, grid: int) -> list[int]:
@@ -65,21 +75,15 @@ def render_psf_map(image: Tensor, psf_map: Tensor) -> Tensor:
         for j in range(grid_x):
             # The tile plus a border of `radius` real (or reflected) pixels: a "valid" conv gives the tile.
             tile = padded[..., rows[i] : rows[i + 1] + 2 * radius, cols[j] : cols[j + 1] + 2 * radius]
-            out_row.append(_valid_conv(tile, psf_map[i, j]))
+            out_row.append(convolve_valid(tile, psf_map[i, j].unsqueeze(0)))
         out_rows.append(torch.cat(out_row, dim=-1))
     return torch.cat(out_rows, dim=-2)
-
-
-def _valid_conv(tile: Tensor, psf: Tensor) -> Tensor:
-    """Per-channel convolution without padding: (B, C, h + 2r, w + 2r) -> (B, C, h, w)."""
-    channels = tile.shape[1]
-    kernels = psf.flip(-2, -1).unsqueeze(1).to(tile.dtype)  # (C, 1, ks, ks)
-    return F.conv2d(tile, kernels, groups=channels)
 
 
 def add_sensor_noise(image: Tensor, sigma: float, generator: torch.Generator | None = None) -> Tensor:
     """Additive Gaussian read noise (the official recipe uses sigma 1e-3 on [0, 1] images)."""
     if sigma <= 0:
         return image
-    noise = torch.randn(image.shape, generator=generator, device=image.device, dtype=image.dtype)
-    return image + sigma * noise
+    device = generator.device if generator is not None else image.device
+    noise = torch.randn(image.shape, generator=generator, device=device, dtype=image.dtype)
+    return image + sigma * noise.to(image.device)

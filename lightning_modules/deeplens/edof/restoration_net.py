@@ -5,7 +5,7 @@ DeepLens's end-to-end EDoF recipe pairs the lens with a small restoration networ
 BasicSR fork), so the few blocks are written here. Structure: a U-Net of NAF blocks (layer norm, pointwise
 and depthwise convolutions, a "simple gate" that multiplies two channel halves instead of a nonlinearity,
 simplified channel attention), stride-2 convolutions down, pixel shuffle up, additive skips, and a global
-residual so the untrained network starts close to the identity.
+residual so the untrained network is the identity.
 """
 
 from __future__ import annotations
@@ -88,6 +88,11 @@ class NAFNet(nn.Module):
             c //= 2
             self.decoders.append(_stage(c, n))
         self.ending = nn.Conv2d(width, channels, 3, padding=1)
+        # A zero last layer makes the untrained network exactly the identity (the global residual), so
+        # training starts from the rendered image's quality instead of below it. (NAFNet initialises this
+        # conv randomly; with short CPU runs that costs many steps of just learning to copy the input.)
+        nn.init.zeros_(self.ending.weight)
+        nn.init.zeros_(self.ending.bias)
         self.multiple = 2 ** len(enc_blocks)
 
     def forward(self, image: Tensor) -> Tensor:

@@ -1,0 +1,159 @@
+"""`method: deeplens_edof` end to end: gradients reach the lens through rendering, training beats the blur,
+export writes the lens and the network, DDP metrics equal a single-process evaluation, bad input is named."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import REPO, only_run_dir, train_cli, train_subprocess
+from lightning_modules.deeplens.edof.config import EdofExperimentConfig
+from lightning_modules.deeplens.edof.module import DeepLensEdofModule
+from lightning_modules.deeplens.optics import Lens
+from tenfold.cli import load_config
+from tenfold.config import to_plain
+from tenfold.errors import ConfigError
+from tenfold.export import load_export
+
+DEMO = "configs/demo/deeplens_edof.yaml"
+
+
+def demo_module(*overrides: str) -> DeepLensEdofModule:
+    cfg = load_config([str(REPO / DEMO)], list(overrides))
+    assert isinstance(cfg, EdofExperimentConfig)
+    return DeepLensEdofModule(config=to_plain(cfg))
+
+
+def blur_loss(module: DeepLensEdofModule, images: torch.Tensor, fields: torch.Tensor, depth: float) -> torch.Tensor:
+    return F.mse_loss(module.render(images, fields, [depth] * len(images)), images)
+
+
+def test_the_lens_receives_the_rendering_gradient() -> None:
+    torch.manual_seed(0)
+    module = demo_module()
+    images = F.interpolate(torch.rand(2, 3, 8, 8), size=48, mode="bicubic").clamp(0, 1)
+    blur_loss(module, images, torch.tensor([[0.0, 0.0], [0.4, -0.3]]), -400.0).backward()
+    curvatures = [s.c for s in module.lens.surfaces if hasattr(s, "c")]
+    grads = torch.stack([c.grad for c in curvatures])
+    assert torch.isfinite(grads).all() and (grads.abs() > 0).all(), grads
+    assert module.lens.d_sensor.grad is not None and module.lens.d_sensor.grad != 0
+
+
+def test_the_rendering_gradient_matches_finite_differences() -> None:
+    # The optics hold the ray sampling (entrance pupil, field angles) fixed under autograd, as the official
+    # tracer does; curvatures behind the stop, on axis, change neither, so a finite difference sees the same
+    # function as autograd.
+    torch.manual_seed(0)
+    module = demo_module()
+    images = F.interpolate(torch.rand(2, 3, 8, 8), size=48, mode="bicubic").clamp(0, 1)
+    fields, depth = torch.zeros(2, 2), -400.0
+    stop = module.lens.stop_index
+    curvatures = [s.c for s in list(module.lens.surfaces)[stop + 1 :]]
+    grads = torch.autograd.grad(blur_loss(module, images, fields, depth), curvatures)
+    direction = torch.stack(grads) / torch.stack(grads).norm()
+    h = 1e-6
+    with torch.no_grad():
+        values = []
+        for sign in (1, -1):
+            for c, v in zip(curvatures, direction):
+                c.add_(sign * h * v)
+            values.append(float(blur_loss(module, images, fields, depth)))
+            for c, v in zip(curvatures, direction):
+                c.sub_(sign * h * v)
+    finite_difference = (values[0] - values[1]) / (2 * h)
+    assert finite_difference == pytest.approx(float(torch.stack(grads).norm()), rel=0.02)
+
+
+def test_frozen_lens_quantities_get_no_gradient_and_no_optimizer_group() -> None:
+    module = demo_module("model.lens_lr.c=0.0")
+    names = {name for name, p in module.lens.named_parameters() if p.requires_grad}
+    assert names and not any(n.endswith((".c", ".k", ".ai")) for n in names)
+    assert set(module._lens_groups) == {"d", "d_sensor"}
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("edof")
+    assert train_cli("--config", DEMO, f"run.root={root}", "run.name=r1", "logger=csv",
+                     "trainer.max_epochs=2", "trainer.limit_train_batches=10", "trainer.num_sanity_val_steps=0",
+                     "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+                     "export.onnx=false") == 0
+    return root / "deeplens_edof" / "r1"
+
+
+def logged(run: Path, key: str) -> list[float]:
+    with open(run / "metrics.csv") as fh:
+        return [float(row[key]) for row in csv.DictReader(fh) if row.get(key)]
+
+
+@pytest.mark.slow
+def test_training_restores_held_out_crops_better_than_the_lens_alone(short_run: Path) -> None:
+    rendered, restored = logged(short_run, "test/psnr_rendered")[-1], logged(short_run, "test/psnr_restored")[-1]
+    assert restored > rendered + 0.5, (rendered, restored)
+    # Near objects are the blurriest and gain the most.
+    near_gain = logged(short_run, "test/psnr_restored@0.1m")[-1] - logged(short_run, "test/psnr_rendered@0.1m")[-1]
+    assert near_gain > 1.0
+    assert logged(short_run, "test/ssim_restored")[-1] > logged(short_run, "test/ssim_rendered")[-1]
+
+
+@pytest.mark.slow
+def test_export_holds_the_trained_lens_and_network(short_run: Path) -> None:
+    from lightning_modules.deeplens.edof.module import DeepLensEdofModule
+
+    module = DeepLensEdofModule.load_from_checkpoint(short_run / "checkpoints" / "best.ckpt", weights_only=True)
+    net, meta = load_export(short_run / "export")
+    assert meta["net"]["lens"] == "lens.json" and meta["input_size"] == [3, 64, 64]
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), module.eval()(x), rtol=0, atol=1e-6)
+    lens = Lens.from_json(short_run / "export" / "lens.json")
+    trained = dict(module.lens.named_parameters())
+    for name, param in lens.named_parameters():
+        torch.testing.assert_close(param, trained[name].detach(), rtol=0, atol=1e-9)
+    start = Lens.from_json(REPO / "lightning_modules/deeplens/prescriptions/cooke_triplet.json")
+    assert float(lens.d_sensor) != float(start.d_sensor)  # the lens did train
+    assert json.loads((short_run / "export" / "lens.json").read_text())["surfaces"]
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_ddp_two_processes_log_the_single_process_test_metrics(tmp_path: Path) -> None:
+    proc = train_subprocess(
+        "--config", DEMO, f"run.root={tmp_path}", "logger=wandb", "trainer.strategy=ddp", "trainer.devices=2",
+        "trainer.accelerator=cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
+        "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "data.batch_size_per_device=4",
+        "data.eval_batch_size_per_device=3", "export.onnx=false", env={"WANDB_MODE": "offline"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = only_run_dir(tmp_path, "deeplens_edof")
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "best.ckpt", "epoch000-step0000003.ckpt", "last.ckpt"]
+    assert len(list((run / "wandb").glob("offline-run-*"))) == 1
+    assert (run / "export" / "model.pt").is_file() and (run / "export" / "lens.json").is_file()
+    ddp_psnr = logged(run, "test/psnr_restored")
+    assert len(ddp_psnr) == 1
+
+    # The same checkpoint on the whole test split (8 crops; 4 per rank above) in one process.
+    module = DeepLensEdofModule.load_from_checkpoint(run / "checkpoints" / "best.ckpt", weights_only=True)
+    from datamodules.image_patches import ImagePatchesDataModule
+
+    datamodule = ImagePatchesDataModule(module.cfg.data)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    (single,) = trainer.test(module, datamodule=datamodule, verbose=False)
+    assert ddp_psnr[0] == pytest.approx(single["test/psnr_restored"], abs=1e-4)
+
+
+def test_bad_input_is_named() -> None:
+    with pytest.raises(ConfigError, match="model.lens_file=missing.json"):
+        demo_module("model.lens_file=missing.json")
+    with pytest.raises(ConfigError, match="model.psf_ks=24 must be odd"):
+        demo_module("model.psf_ks=24")
+    with pytest.raises(ConfigError, match="data.root"):
+        load_config([str(REPO / "configs/deeplens_edof.yaml")], [])
