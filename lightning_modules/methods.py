@@ -5,6 +5,7 @@ every method (and their callbacks) first.
 """
 
 from lightning_modules.asr import module as _asr  # noqa: F401
+from lightning_modules.deeplens import module as _deeplens  # noqa: F401
 from lightning_modules.deeplens.edof import module as _deeplens_edof  # noqa: F401
 from lightning_modules.face_emotion import module as _face_emotion  # noqa: F401
 from lightning_modules.rdnet import module as _rdnet  # noqa: F401

@@ -98,14 +98,19 @@ class Lens(nn.Module):
 
     def trace(self, rays: Rays, upto: int | None = None) -> Rays:
         """Trace through surfaces[:upto] (all by default), refracting at every non-stop surface."""
+        return self.trace_path(rays, upto)[-1]
+
+    def trace_path(self, rays: Rays, upto: int | None = None) -> list[Rays]:
+        """The bundle as it leaves each of surfaces[:upto] (for layouts and aperture sizing)."""
+        path = []
         for surface, (front, behind) in list(zip(self.surfaces, self.media()))[:upto]:
             rays = surface.intersect(rays)
-            if surface.is_stop:
-                continue
-            eta = front.n(rays.wvln_nm).to(self.dtype) / behind.n(rays.wvln_nm).to(self.dtype)
-            d, valid = refract(rays.d, surface.normal(rays.o), eta, rays.valid)
-            rays = rays.moved(rays.o, d, valid)
-        return rays
+            if not surface.is_stop:
+                eta = front.n(rays.wvln_nm).to(self.dtype) / behind.n(rays.wvln_nm).to(self.dtype)
+                d, valid = refract(rays.d, surface.normal(rays.o), eta, rays.valid)
+                rays = rays.moved(rays.o, d, valid)
+            path.append(rays)
+        return path
 
     def trace_to_sensor(self, rays: Rays) -> Rays:
         return self.trace(rays).propagate_to_z(self.d_sensor)

@@ -69,11 +69,11 @@ def trace_fields(lens: Lens, fields: Tensor, depth_mm: float, wvln_nm: float, pu
 
 
 def spot_diagram(lens: Lens, fields: Tensor, depth_mm: float, n_rays: int = 512,
-                 wavelengths: tuple[float, ...] = WAVE_RGB) -> list[tuple[Tensor, Tensor]]:
+                 wavelengths: tuple[float, ...] = WAVE_RGB, hfov: float | None = None) -> list[tuple[Tensor, Tensor]]:
     """Per wavelength: raw hits (F, N, 2) relative to each field's green centroid, and validity (F, N)."""
     pupil = pupil_samples(n_rays)
     with torch.no_grad():
-        traced = [trace_fields(lens, fields, depth_mm, w, pupil) for w in wavelengths]
+        traced = [trace_fields(lens, fields, depth_mm, w, pupil, hfov=hfov) for w in wavelengths]
         green_xy, green_valid = traced[len(traced) // 2]
         w = green_valid.to(green_xy.dtype).unsqueeze(-1)
         centroid = (w * green_xy).sum(1) / w.sum(1).clamp(min=1)

@@ -60,11 +60,12 @@ class EvenAsphere(Surface):
         super().__init__(d, r, mat2, dtype)
         self.c = nn.Parameter(torch.tensor(float(c), dtype=dtype))
         self.k = nn.Parameter(torch.tensor(float(k), dtype=dtype))
-        self.ai = nn.Parameter(torch.tensor([float(a) for a in ai], dtype=dtype))  # a4, a6, a8, ...
+        # a4, a6, a8, ... one scalar each, so every order can have its own learning rate
+        self.ai = nn.ParameterList([nn.Parameter(torch.tensor(float(a), dtype=dtype)) for a in ai])
 
     @property
     def is_aspheric(self) -> bool:
-        return bool(self.k.detach() != 0) or bool((self.ai.detach() != 0).any())
+        return len(self.ai) > 0 or bool(self.k.detach() != 0)
 
     def _conic_root(self, rho2: Tensor) -> tuple[Tensor, Tensor]:
         arg = 1 - (1 + self.k) * self.c**2 * rho2
@@ -114,8 +115,9 @@ class EvenAsphere(Surface):
         t = t - f / _nonzero(df)
         p = rays.o + t.unsqueeze(-1) * rays.d
         rho2 = p[..., 0] ** 2 + p[..., 1] ** 2
-        # t may be 0 when a ray starts on the vertex (a stop placed on the surface); never backwards.
-        valid = hit & self.in_domain(rho2.detach()) & (t.detach() > -INTERSECT_TOL_MM)
+        # No t > 0 test (dropped by the official code too, PR #66): sequential tracing follows the line both
+        # ways, so a surface bulging in front of a stop placed at its vertex is still met.
+        valid = hit & self.in_domain(rho2.detach())
         return rays.moved(torch.where(valid.unsqueeze(-1), p, rays.o), valid=valid)
 
     def normal(self, p: Tensor) -> Tensor:
