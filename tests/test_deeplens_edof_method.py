@@ -70,6 +70,34 @@ def test_the_rendering_gradient_matches_finite_differences() -> None:
     assert finite_difference == pytest.approx(float(torch.stack(grads).norm()), rel=0.02)
 
 
+def test_batched_psfs_equal_one_psf_rgb_call_per_crop() -> None:
+    from lightning_modules.deeplens.edof.simulate import psf_rgb_batch
+    from lightning_modules.deeplens.optics import psf_rgb
+
+    lens = Lens.from_json(REPO / "lightning_modules/deeplens/prescriptions/cooke_triplet.json")
+    fields, depths = torch.tensor([[0.0, 0.0], [0.5, -0.2], [-0.3, 0.6]]), [-150.0, -10000.0, -700.0]
+    with torch.no_grad():
+        batch = psf_rgb_batch(lens, fields, depths, 15, 256, 0.1)
+        for i, depth in enumerate(depths):
+            single = psf_rgb(lens, tuple(fields[i].tolist()), depth, 15, spp=256, pixel_size_mm=0.1)
+            torch.testing.assert_close(batch[i], single, rtol=0, atol=1e-9)
+    assert batch[1, 1].max() > 5 * batch[0, 1].max()  # 10 m is near focus, 0.15 m far from it
+
+
+def test_the_crop_kernel_is_the_sensor_psf_turned_upright() -> None:
+    from lightning_modules.deeplens.edof.simulate import SensorGeometry, psf_rgb_batch, upright_psfs
+
+    lens = Lens.from_json(REPO / "lightning_modules/deeplens/prescriptions/cooke_triplet.json")
+    geometry = SensorGeometry.of(lens, 128)
+    # The 128 px scene spans the 25.7 mm square sensor; its half side is 1/sqrt(2) of the half diagonal.
+    assert geometry.pixel_size_mm == pytest.approx(25.7476 / 128) and geometry.field_scale == pytest.approx(0.5**0.5)
+    scene_field = torch.tensor([[0.6, 0.4]])
+    with torch.no_grad():
+        upright = upright_psfs(lens, scene_field, [-500.0], 21, 256, geometry)
+        sensor = psf_rgb_batch(lens, scene_field * geometry.field_scale, [-500.0], 21, 256, geometry.pixel_size_mm)
+    torch.testing.assert_close(upright, sensor.flip(-2, -1), rtol=0, atol=0)
+
+
 def test_frozen_lens_quantities_get_no_gradient_and_no_optimizer_group() -> None:
     module = demo_module("model.lens_lr.c=0.0")
     names = {name for name, p in module.lens.named_parameters() if p.requires_grad}
