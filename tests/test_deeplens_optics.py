@@ -381,3 +381,14 @@ def test_shipped_prescriptions_are_valid_json_with_a_name() -> None:
     assert len(files) >= 7
     for path in files:
         assert json.loads(path.read_text())["name"]
+
+
+@pytest.mark.parametrize("depth", [INF, -20000.0])
+def test_off_axis_image_is_inverted_at_f_tan_theta(depth: float) -> None:
+    lens = load("cooke_triplet")
+    fields = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    xy, valid = trace_fields(lens, fields, depth, WAVE_D, pupil_samples(512), hfov=math.radians(20), pupil_scale=0.9)
+    centroid = (xy * valid.unsqueeze(-1)).sum(1) / valid.sum(1, keepdim=True)
+    expected = -50.02 * math.tan(math.radians(20))  # the chief ray lands at 18.1382 mm (distortion -0.37 %)
+    assert float(centroid[0, 1]) == pytest.approx(expected, abs=0.12)
+    assert float(centroid[1, 0]) == pytest.approx(expected, abs=0.12)

@@ -169,6 +169,15 @@ def spot_loss(lens: Lens, spec: LensSpec, state: DesignState, pupil: Tensor,
     return torch.stack(losses).mean(), torch.stack(rms), torch.stack(valid_frac)
 
 
+def spot_rms_rgb(lens: Lens, spec: LensSpec, pupil: Tensor) -> Tensor:
+    """(F,) RMS radius of all wavelengths' hits pooled, about their common centroid, at the full spec."""
+    fields = torch.tensor([[0.0, f] for f in spec.fields], dtype=torch.float64)
+    hfov = math.radians(spec.hfov_deg)
+    traced = [trace_fields(lens, fields, spec.depth_mm, w, pupil, hfov=hfov, pupil_scale=spec.pupil_scale)
+              for w in spec.wavelengths_nm]
+    return rms_spot(torch.cat([t[0] for t in traced], 1), torch.cat([t[1] for t in traced], 1))
+
+
 def constraint_terms(lens: Lens, spec: LensSpec, cfg: ConstraintConfig) -> dict[str, Tensor]:
     """Each regulariser (already weighted); zero when the geometry is inside its bounds."""
     # The stop only clips (it may sit on a surface), so gaps are between refracting surfaces.

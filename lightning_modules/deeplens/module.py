@@ -26,6 +26,7 @@ from lightning_modules.deeplens.design import (
     set_stop_for_aperture,
     solve_last_curvature,
     spot_loss,
+    spot_rms_rgb,
     substituted,
 )
 from lightning_modules.deeplens.optics import Lens, pupil_samples
@@ -112,16 +113,19 @@ class LensDesignModule(L.LightningModule):
     def _evaluate(self, stage: str) -> None:
         """The design at the full specification (whatever the curriculum stage), deterministic rays."""
         m = self.cfg.model
-        lens = self.lens
+        lens = copy.deepcopy(self.lens)  # apertures sized for the full spec, not the curriculum's current one
         set_stop_for_aperture(lens, m.spec, 1.0)
         with torch.no_grad():
+            if m.shape_control_every:
+                prune_apertures(lens, m.spec, FULL_SPEC)
             pupil = pupil_samples(self.cfg.data.eval_batch_size_per_device)
             _, rms, valid = spot_loss(lens, m.spec, FULL_SPEC, pupil, field_weighting=False)
+            spot = spot_rms_rgb(lens, m.spec, pupil)
             efl = lens.foclen
-        set_stop_for_aperture(lens, m.spec, self.state.aperture)
         metrics = {
             f"{stage}/rms_um": rms.mean() * 1000,  # about the ideal image points, all fields and wavelengths
             f"{stage}/rms_worst_um": rms.max() * 1000,
+            f"{stage}/spot_rms_um": spot.mean() * 1000,  # about each field's RGB centroid: blur, not distortion
             f"{stage}/valid_frac": valid.mean(),
             f"{stage}/efl_mm": torch.tensor(efl if efl != float("inf") else 1e9),
             f"{stage}/efl_err_pct": torch.tensor(min(abs(efl - m.spec.foclen) / m.spec.foclen * 100, 1e9)),
@@ -188,6 +192,12 @@ class LensDesignModule(L.LightningModule):
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
         scheduler.step_update(num_updates=self.global_step)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The stop radius follows the curriculum each step; a stored lens always has the target aperture.
+        set_stop_for_aperture(self.lens, self.cfg.model.spec, 1.0)
+        checkpoint["state_dict"] = {**checkpoint["state_dict"], **{
+            f"lens.{k}": v for k, v in self.lens.state_dict().items() if k.endswith("clear_radius")}}
 
     # ---- export
 

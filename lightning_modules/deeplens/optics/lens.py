@@ -181,8 +181,8 @@ class Lens(nn.Module):
         points = points.to(torch.float64)
         q = pupil.to(torch.float64) * r_ep * pupil_scale  # (N, 2)
         target = torch.cat([q, torch.full_like(q[:, :1], z_ep)], dim=1).unsqueeze(0)  # (1, N, 3)
-        if torch.isinf(points[:, 2]).all():  # collimated: one direction per field
-            d = torch.cat([points[:, :2], torch.ones_like(points[:, :1])], dim=1).unsqueeze(1)
+        if torch.isinf(points[:, 2]).all():  # collimated from an object far out at +(tan x, tan y)
+            d = torch.cat([-points[:, :2], torch.ones_like(points[:, :1])], dim=1).unsqueeze(1)
         else:
             d = target - points.unsqueeze(1)  # (F, N, 3)
         d = (d / d.norm(dim=-1, keepdim=True)).expand(points.shape[0], q.shape[0], 3)

@@ -32,8 +32,17 @@ class Surface(nn.Module):
     def __init__(self, d: float, r: float, mat2: Material, dtype: torch.dtype) -> None:
         super().__init__()
         self.d = nn.Parameter(torch.tensor(float(d), dtype=dtype))
-        self.r = float(r)
+        # A buffer, not a float: shape control resizes it, and checkpoints must restore it exactly.
+        self.register_buffer("clear_radius", torch.tensor(float(r), dtype=torch.float64))
         self.mat2 = mat2
+
+    @property
+    def r(self) -> float:
+        return float(self.clear_radius)
+
+    @r.setter
+    def r(self, value: float) -> None:
+        self.clear_radius.fill_(float(value))
 
     def sag(self, rho2: Tensor) -> Tensor:
         raise NotImplementedError
