@@ -150,3 +150,14 @@ def test_unknown_glass_in_the_flat_start_names_the_catalogue(tmp_path: Path, cap
     code = train_cli("--config", "configs/deeplens.yaml", f"run.root={tmp_path}", "logger=none", "--validate-only",
                      "model.init.flat.materials=[COC,PS,XYZ]")
     assert code != 0 and "unknown material 'XYZ'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tensorboard_gets_lens_pictures_and_curriculum_scalars(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert train_cli(*_cooke_tiny(tmp_path, "logger=tensorboard", "model.visuals_every_n_steps=6")) == 0
+    events = EventAccumulator(str(only_run_dir(tmp_path, "deeplens") / "tensorboard")).Reload()
+    assert {"lens/layout", "lens/spots"} <= set(events.Tags()["images"])
+    assert len(events.Images("lens/layout")) == 2  # steps 6 and 12
+    assert {"curriculum/stage", "curriculum/aperture", "val/rms_um", "train/rms_um"} <= set(events.Tags()["scalars"])
