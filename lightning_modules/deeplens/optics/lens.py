@@ -270,8 +270,8 @@ class Lens(nn.Module):
 
 
 def lens_from_prescription(prescription: dict) -> Lens:
-    """Export builder (export_meta.yaml names it): the lens of a prescription dict, float32 like exports."""
-    return Lens.from_dict(prescription, dtype=torch.float32)
+    """Export builder (export_meta.yaml names it): the lens of a prescription dict, in float64 as exported."""
+    return Lens.from_dict(prescription, dtype=torch.float64)
 
 
 def _curvature(s: dict, where: str, source: str) -> float:
