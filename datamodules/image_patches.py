@@ -46,10 +46,10 @@ class ImagePatchesDataConfig:
     # sample_photos: skimage.data names per split (photos only; grey ones are repeated to RGB)
     train_photos: list[str] = field(default_factory=lambda: [
         "astronaut", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "camera",
-        "moon", "brick", "grass", "gravel", "clock", "coins",
+        "moon", "brick", "grass", "gravel", "clock", "retina",
     ])
-    val_photos: list[str] = field(default_factory=lambda: ["chelsea", "retina"])
-    test_photos: list[str] = field(default_factory=lambda: ["chelsea", "retina"])
+    val_photos: list[str] = field(default_factory=lambda: ["chelsea", "coins"])
+    test_photos: list[str] = field(default_factory=lambda: ["chelsea", "coins"])
     image_size: int = 1024  # the scene's side in sensor pixels
     patch_size: int = 256
     patches_per_image: int = 1  # random crops per image and training epoch

@@ -22,6 +22,7 @@ from tenfold.errors import ConfigError
 from tenfold.export import load_export
 
 DEMO = "configs/demo/deeplens_edof.yaml"
+BAND = ["model.depth_range_mm=[-200.0,-400.0]", "model.eval_depths_mm=[-250.0,-350.0]"]
 
 
 def demo_module(*overrides: str) -> DeepLensEdofModule:
@@ -107,11 +108,17 @@ def test_frozen_lens_quantities_get_no_gradient_and_no_optimizer_group() -> None
 
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """~150 steps of the demo on a depth band of 0.2-0.4 m (blur radius 2-4 px), lens and network learning."""
     root = tmp_path_factory.mktemp("edof")
-    assert train_cli("--config", DEMO, f"run.root={root}", "run.name=r1", "logger=csv",
-                     "trainer.max_epochs=2", "trainer.limit_train_batches=10", "trainer.num_sanity_val_steps=0",
-                     "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-                     "export.onnx=false") == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: on a busy 2-core machine one thread is several times faster
+    try:
+        assert train_cli("--config", DEMO, f"run.root={root}", "run.name=r1", "logger=tensorboard",
+                         *BAND, "data.patches_per_image=25", "trainer.max_epochs=4", "trainer.num_sanity_val_steps=0",
+                         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+                         "export.onnx=false") == 0
+    finally:
+        torch.set_num_threads(threads)
     return root / "deeplens_edof" / "r1"
 
 
@@ -122,12 +129,32 @@ def logged(run: Path, key: str) -> list[float]:
 
 @pytest.mark.slow
 def test_training_restores_held_out_crops_better_than_the_lens_alone(short_run: Path) -> None:
-    rendered, restored = logged(short_run, "test/psnr_rendered")[-1], logged(short_run, "test/psnr_restored")[-1]
-    assert restored > rendered + 0.5, (rendered, restored)
-    # Near objects are the blurriest and gain the most.
-    near_gain = logged(short_run, "test/psnr_restored@0.1m")[-1] - logged(short_run, "test/psnr_rendered@0.1m")[-1]
-    assert near_gain > 1.0
+    for depth in ("", "@0.25m", "@0.35m"):
+        rendered = logged(short_run, f"test/psnr_rendered{depth}")[-1]
+        restored = logged(short_run, f"test/psnr_restored{depth}")[-1]
+        assert restored > rendered + 0.5, (depth, rendered, restored)
     assert logged(short_run, "test/ssim_restored")[-1] > logged(short_run, "test/ssim_rendered")[-1]
+
+
+@pytest.mark.slow
+def test_the_lens_learns_to_render_the_depth_band_sharper(short_run: Path) -> None:
+    from datamodules.image_patches import ImagePatchesDataModule
+
+    # The starting Cooke triplet (focused at infinity) on the same held-out crops and depths.
+    start = demo_module(*BAND)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    (before,) = trainer.test(start, datamodule=ImagePatchesDataModule(start.cfg.data), verbose=False)
+    assert logged(short_run, "test/psnr_rendered")[-1] > before["test/psnr_rendered"] + 0.3
+
+
+@pytest.mark.slow
+def test_validation_logs_image_samples(short_run: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(short_run / "tensorboard")).Reload()
+    assert "val/samples" in events.Tags()["images"]
+    assert {"val/psnr_restored@0.25m", "val/ssim_rendered@0.35m"} <= set(events.Tags()["scalars"])
 
 
 @pytest.mark.slow
@@ -136,8 +163,8 @@ def test_export_holds_the_trained_lens_and_network(short_run: Path) -> None:
 
     module = DeepLensEdofModule.load_from_checkpoint(short_run / "checkpoints" / "best.ckpt", weights_only=True)
     net, meta = load_export(short_run / "export")
-    assert meta["net"]["lens"] == "lens.json" and meta["input_size"] == [3, 64, 64]
-    x = torch.rand(2, 3, 64, 64)
+    assert meta["net"]["lens"] == "lens.json" and meta["input_size"] == [3, 32, 32]
+    x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(net(x), module.eval()(x), rtol=0, atol=1e-6)
     lens = Lens.from_json(short_run / "export" / "lens.json")
@@ -145,7 +172,7 @@ def test_export_holds_the_trained_lens_and_network(short_run: Path) -> None:
     for name, param in lens.named_parameters():
         torch.testing.assert_close(param, trained[name].detach(), rtol=0, atol=1e-9)
     start = Lens.from_json(REPO / "lightning_modules/deeplens/prescriptions/cooke_triplet.json")
-    assert float(lens.d_sensor) != float(start.d_sensor)  # the lens did train
+    assert float(lens.d_sensor.detach()) != float(start.d_sensor.detach())  # the lens did train
     assert json.loads((short_run / "export" / "lens.json").read_text())["surfaces"]
 
 
