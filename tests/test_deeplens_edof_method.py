@@ -99,6 +99,21 @@ def test_the_crop_kernel_is_the_sensor_psf_turned_upright() -> None:
     torch.testing.assert_close(upright, sensor.flip(-2, -1), rtol=0, atol=0)
 
 
+def test_psf_map_rendering_agrees_with_the_per_crop_psf() -> None:
+    torch.manual_seed(0)
+    images = F.interpolate(torch.rand(2, 3, 8, 8), size=32, mode="bicubic").clamp(0, 1)
+    fields, depths = torch.tensor([[0.0, 0.0], [0.5, 0.25]]), [-300.0, -2000.0]
+    with torch.no_grad():
+        patch = demo_module().render(images, fields, depths)
+        # One tile: the map's only PSF sits at the crop centre, as psf_patch's does.
+        one_tile = demo_module("model.render=psf_map", "model.psf_grid=1").render(images, fields, depths)
+        torch.testing.assert_close(one_tile, patch, rtol=0, atol=1e-6)
+        # Three tiles per side: the centre tile of an on-axis crop is the on-axis PSF's.
+        tiled = demo_module("model.render=psf_map", "model.psf_grid=3").render(images, fields, depths)
+    assert (tiled - patch).abs().max() > 1e-4  # other tiles see other fields
+    torch.testing.assert_close(tiled[0, :, 11:21, 11:21], patch[0, :, 11:21, 11:21], rtol=0, atol=1e-6)
+
+
 def test_frozen_lens_quantities_get_no_gradient_and_no_optimizer_group() -> None:
     module = demo_module("model.lens_lr.c=0.0")
     names = {name for name, p in module.lens.named_parameters() if p.requires_grad}
