@@ -144,8 +144,9 @@ class DeepLensEdofModule(L.LightningModule):
             kind, _, bucket = name.partition("_")
             suffix = "" if bucket == "all" else f"@{depth_tag(depths[int(bucket)])}"
             for metric_name, metric in collection.items():
-                self.log(f"{stage}/{metric_name}_{kind}{suffix}", metric, prog_bar=name == "restored_all"
-                         and metric_name == "psnr" and stage == "val", batch_size=images.shape[0])
+                headline = stage == "val" and name == "restored_all" and metric_name == "psnr"
+                self.log(f"{stage}/{metric_name}_{kind}{suffix}", metric, prog_bar=headline,
+                         batch_size=images.shape[0])
         if stage == "val" and batch_idx == 0:
             self._log_samples(images, samples)
 
@@ -154,7 +155,7 @@ class DeepLensEdofModule(L.LightningModule):
         noisy = []
         for image, index in zip(rendered, indices.tolist()):
             generator = torch.Generator().manual_seed(int(index) * 100_003 + int(abs(depth)))
-            noisy.append(add_sensor_noise(image.cpu(), self.cfg.model.noise_sigma, generator).to(image.device))
+            noisy.append(add_sensor_noise(image, self.cfg.model.noise_sigma, generator))
         return torch.stack(noisy)
 
     def _log_samples(self, images: Tensor, samples: list[tuple[Tensor, Tensor]]) -> None:
