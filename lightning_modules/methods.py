@@ -5,6 +5,8 @@ every method (and their callbacks) first.
 """
 
 from lightning_modules.asr import module as _asr  # noqa: F401
+from lightning_modules.deeplens import module as _deeplens  # noqa: F401
+from lightning_modules.deeplens.edof import module as _deeplens_edof  # noqa: F401
 from lightning_modules.face_emotion import analysis_job as _face_emotion_analysis  # noqa: F401
 from lightning_modules.face_emotion import module as _face_emotion  # noqa: F401
 from lightning_modules.loraprune import module as _loraprune  # noqa: F401

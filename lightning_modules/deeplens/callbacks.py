@@ -1,0 +1,81 @@
+"""DeepLens callbacks: lens pictures for the loggers during design, prescription + layout at export."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from PIL import Image
+
+from lightning_modules.deeplens.design import set_stop_for_aperture
+from lightning_modules.deeplens.optics import Lens
+from lightning_modules.deeplens.plots import layout_image, spot_diagrams_image
+
+PICTURE_FIELDS = (0.0, 0.5, 0.7, 1.0)
+
+
+def _pictures(lens: Lens, spec, title: str) -> dict[str, Image.Image]:
+    hfov = math.radians(spec.hfov_deg)
+    fields = [f for f in PICTURE_FIELDS if f <= max(spec.fields)] or [0.0]
+    return {
+        "layout": layout_image(lens, fields, hfov, spec.depth_mm, title=title),
+        "spots": spot_diagrams_image(lens, fields, hfov, spec.depth_mm, spec.wavelengths_nm, title=title),
+    }
+
+
+class LensVisualsCallback(L.Callback):
+    """Every `every_n_steps` (at the next validation): layout with rays and spot diagrams at the target
+    specification, to W&B / TensorBoard, and as PNGs under <run dir>/visuals/ for every other logger."""
+
+    def __init__(self, every_n_steps: int) -> None:
+        self.every_n_steps = every_n_steps
+        self.last_logged: int | None = None
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        step = trainer.global_step
+        if trainer.sanity_checking or not trainer.is_global_zero or not trainer.loggers or self.every_n_steps <= 0:
+            return
+        if self.last_logged is not None and step - self.last_logged < self.every_n_steps:
+            return
+        self.last_logged = step
+        spec = pl_module.cfg.model.spec
+        set_stop_for_aperture(pl_module.lens, spec, 1.0)
+        stage = getattr(pl_module, "state", None)
+        title = f"step {step}" + (f", curriculum aperture {stage.aperture:.2f} fov {stage.fov:.2f}" if stage else "")
+        pictures = _pictures(pl_module.lens, spec, title)
+        set_stop_for_aperture(pl_module.lens, spec, stage.aperture if stage else 1.0)
+        for logger in trainer.loggers:
+            for name, image in pictures.items():
+                if isinstance(logger, WandbLogger):
+                    logger.log_image(key=f"lens/{name}", images=[image], step=step)
+                elif isinstance(logger, TensorBoardLogger):
+                    logger.experiment.add_image(f"lens/{name}", np.asarray(image), step, dataformats="HWC")
+        if not any(isinstance(lg, (WandbLogger, TensorBoardLogger)) for lg in trainer.loggers):
+            folder = Path(trainer.default_root_dir) / "visuals"
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, image in pictures.items():
+                image.save(folder / f"step{step:07d}_{name}.png")
+
+
+class LensExportCallback(L.Callback):
+    """Writes export/prescription.json and export/layout.png beside the platform's model.pt."""
+
+    def __init__(self) -> None:
+        self.export_dir: Path | None = None
+        self.spec = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.export_dir = Path(trainer.default_root_dir) / "export"
+        self.spec = pl_module.cfg.model.spec
+
+    def transform_for_export(self, model: Lens, sample: torch.Tensor) -> Lens:
+        self.export_dir.mkdir(parents=True, exist_ok=True)
+        model.save_json(self.export_dir / "prescription.json")
+        pictures = _pictures(model, self.spec, title=f"EFL {model.foclen:.3f} mm, F/{model.fnum:.2f}")
+        pictures["layout"].save(self.export_dir / "layout.png")
+        pictures["spots"].save(self.export_dir / "spots.png")
+        return model

@@ -1,0 +1,1 @@
+"""DeepLens EDoF: a lens and a restoration network trained end to end on rendered images."""

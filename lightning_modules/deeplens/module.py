@@ -1,0 +1,211 @@
+"""DeepLens lens design as a LightningModule: the lens is the model, each training step one design step."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from callbacks.curriculum import CurriculumCallback
+from datamodules.design_steps import DesignStepsDataModule
+from lightning_modules.deeplens.callbacks import LensExportCallback, LensVisualsCallback
+from lightning_modules.deeplens.config import DeepLensExperimentConfig
+from lightning_modules.deeplens.design import (
+    DesignState,
+    chief_ray_angle_term,
+    constraint_terms,
+    initial_lens,
+    prune_apertures,
+    refocus,
+    refracting,
+    set_stop_for_aperture,
+    solve_last_curvature,
+    spot_loss,
+    spot_rms_rgb,
+    substituted,
+)
+from lightning_modules.deeplens.optics import Lens, pupil_samples
+from tenfold.config import from_plain
+from tenfold.errors import ConfigError
+from tenfold.loggers import redact_secrets
+from tenfold.optim import build_scheduler
+from tenfold.registry import register_method
+
+FULL_SPEC = DesignState(aperture=1.0, fov=1.0)
+
+
+def _callbacks(cfg: DeepLensExperimentConfig) -> list:
+    callbacks: list = [LensVisualsCallback(cfg.model.visuals_every_n_steps), LensExportCallback()]
+    if cfg.curriculum.enabled:
+        callbacks.insert(0, CurriculumCallback(cfg.curriculum))
+    return callbacks
+
+
+@register_method(
+    "deeplens",
+    config=DeepLensExperimentConfig,
+    datamodule=DesignStepsDataModule,
+    callbacks=_callbacks,
+    summary="DeepLens (arXiv 2302.01089): lens design from flat surfaces by differentiable ray tracing + curriculum",
+)
+class LensDesignModule(L.LightningModule):
+    def __init__(self, config: dict) -> None:
+        super().__init__()
+        self.save_hyperparameters({"config": redact_secrets(config)})
+        self.cfg = from_plain(DeepLensExperimentConfig, config)
+        self.lens = initial_lens(self.cfg.model, self.cfg.seed)
+        self._freeze_fixed_quantities()
+        # Without a curriculum callback the design runs at the full specification from the start.
+        self.state = DesignState()
+
+    def apply_curriculum(self, values: dict[str, float]) -> None:
+        self.state = DesignState(aperture=values.get("aperture", 1.0), fov=values.get("fov", 1.0))
+
+    # ---- steps
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        m = self.cfg.model
+        step = self.global_step
+        with self._efl_solved():
+            pass  # apply the solve to the last optimizer step before shape control looks at the lens
+        if m.shape_control_every and step % m.shape_control_every == 0:
+            set_stop_for_aperture(self.lens, m.spec, self.state.aperture)
+            prune_apertures(self.lens, m.spec, self.state)
+            if m.refocus:
+                refocus(self.lens, m.spec)
+        set_stop_for_aperture(self.lens, m.spec, self.state.aperture)
+        with self._efl_solved():
+            loss_spot, rms, valid = spot_loss(self.lens, m.spec, self.state, self._train_pupil(step),
+                                              m.field_weighting)
+            terms = constraint_terms(self.lens, m.spec, m.constraints)
+            terms["chief_ray_angle"] = chief_ray_angle_term(self.lens, m.spec, self.state, m.constraints)
+        loss = loss_spot + m.constraints.weight * sum(terms.values())
+        self.log_dict({"train/loss": loss, "train/spot_loss": loss_spot, "train/rms_um": rms.mean() * 1000,
+                       "train/valid_frac": valid.mean(),
+                       **{f"train/reg_{name}": value for name, value in terms.items()}},
+                      on_step=True, on_epoch=False, prog_bar=False, batch_size=1)
+        return loss
+
+    @contextmanager
+    def _efl_solved(self) -> Iterator[None]:
+        """With `model.efl_solve`, the last curvature is a function of the others inside the block."""
+        if not self.cfg.model.efl_solve:
+            yield
+            return
+        last = refracting(self.lens)[-1]
+        solved = solve_last_curvature(self.lens, self.cfg.model.spec.foclen)
+        with torch.no_grad():
+            last.c.copy_(solved)  # the stored lens (and shape control) always satisfies the solve
+        with substituted(last, "c", solved):
+            yield
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate("val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate("test")
+
+    def _evaluate(self, stage: str) -> None:
+        """The design at the full specification (whatever the curriculum stage), deterministic rays."""
+        m = self.cfg.model
+        lens = copy.deepcopy(self.lens)  # apertures sized for the full spec, not the curriculum's current one
+        set_stop_for_aperture(lens, m.spec, 1.0)
+        with torch.no_grad():
+            if m.shape_control_every:
+                prune_apertures(lens, m.spec, FULL_SPEC)
+            pupil = pupil_samples(self.cfg.data.eval_batch_size_per_device)
+            _, rms, valid = spot_loss(lens, m.spec, FULL_SPEC, pupil, field_weighting=False)
+            spot = spot_rms_rgb(lens, m.spec, pupil)
+            efl = lens.foclen
+        metrics = {
+            f"{stage}/rms_um": rms.mean() * 1000,  # about the ideal image points, all fields and wavelengths
+            f"{stage}/rms_worst_um": rms.max() * 1000,
+            f"{stage}/spot_rms_um": spot.mean() * 1000,  # about each field's RGB centroid: blur, not distortion
+            f"{stage}/valid_frac": valid.mean(),
+            f"{stage}/efl_mm": torch.tensor(efl if efl != float("inf") else 1e9),
+            f"{stage}/efl_err_pct": torch.tensor(min(abs(efl - m.spec.foclen) / m.spec.foclen * 100, 1e9)),
+        }
+        self.log_dict({k: v.float() for k, v in metrics.items()}, sync_dist=True, batch_size=1)
+
+    def _train_pupil(self, step: int) -> Tensor:
+        """Random pupil points, a pure function of (seed, step, rank): a resumed run draws the same rays."""
+        m = self.cfg.model
+        draw = step // max(m.resample_rays_every, 1)
+        generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + draw * 7919 + self.global_rank)
+        return pupil_samples(self.cfg.data.batch_size_per_device, "random", generator)
+
+    # ---- optimisation
+
+    def _freeze_fixed_quantities(self) -> None:
+        o = self.cfg.model.optimize
+        for surface in self.lens.surfaces:
+            surface.d.requires_grad_(o.d and not surface.is_stop)
+            if surface.is_stop:
+                continue
+            surface.c.requires_grad_(o.c and not (self.cfg.model.efl_solve and surface is refracting(self.lens)[-1]))
+            surface.k.requires_grad_(o.k)
+            for a in surface.ai:
+                a.requires_grad_(o.ai)
+        self.lens.d_sensor.requires_grad_(o.d_sensor)
+
+    def parameter_groups(self) -> list[dict]:
+        """One Adam group per quantity with the official learning rates (digest 3.3)."""
+        lr = self.cfg.model.lr
+        surfaces = refracting(self.lens)
+        groups = [
+            {"name": "c", "params": [s.c for s in surfaces], "lr": lr.c},
+            {"name": "d", "params": [s.d for s in surfaces], "lr": lr.d},
+            {"name": "k", "params": [s.k for s in surfaces], "lr": lr.k},
+            {"name": "d_sensor", "params": [self.lens.d_sensor], "lr": lr.d_sensor},
+        ]
+        n_terms = max((len(s.ai) for s in surfaces), default=0)
+        for i in range(n_terms):
+            # a_{2i+4} moves the sag by rho^(2i+4): each higher order gets a rate a_decay times smaller.
+            params = [s.ai[i] for s in surfaces if len(s.ai) > i]
+            groups.append({"name": f"a{2 * i + 4}", "params": params, "lr": lr.a * lr.a_decay**i})
+        glasses = [s.mat2 for s in surfaces if s.mat2.n_d.requires_grad] if self.cfg.model.optimize.glass else []
+        groups += [{"name": "glass_n", "params": [g.n_d for g in glasses], "lr": lr.glass_n},
+                   {"name": "glass_v", "params": [g.v_d for g in glasses], "lr": lr.glass_v}]
+        return [g for g in groups if any(p.requires_grad for p in g["params"])]
+
+    def configure_optimizers(self) -> Any:
+        groups = self.parameter_groups()
+        for g in groups:
+            g["lr"] *= self.cfg.optim.lr  # optim.lr scales every group (1.0: the official rates)
+        name = self.cfg.optim.name
+        betas = tuple(self.cfg.optim.betas)
+        optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(name)
+        if optimizer_class is None:
+            raise ConfigError(f"optim.name={name}: lens design supports optim.name=adam or adamw")
+        optimizer = optimizer_class(groups, betas=betas, eps=self.cfg.optim.eps,
+                                    weight_decay=self.cfg.optim.weight_decay)
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = build_scheduler(optimizer, self.cfg.optim, total, self.cfg.data.steps_per_epoch)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        scheduler.step_update(num_updates=self.global_step)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The stop radius follows the curriculum each step; a stored lens always has the target aperture.
+        set_stop_for_aperture(self.lens, self.cfg.model.spec, 1.0)
+        checkpoint["state_dict"] = {**checkpoint["state_dict"], **{
+            f"lens.{k}": v for k, v in self.lens.state_dict().items() if k.endswith("clear_radius")}}
+
+    # ---- export
+
+    def export_model(self) -> Lens:
+        lens = copy.deepcopy(self.lens).cpu()
+        set_stop_for_aperture(lens, self.cfg.model.spec, 1.0)
+        return lens
+
+    def export_spec(self) -> dict:
+        return {"target": "lightning_modules.deeplens.optics.lens:lens_from_prescription",
+                "kwargs": {"prescription": self.export_model().to_dict()}}
