@@ -46,9 +46,7 @@ class DesignStepsDataModule(L.LightningDataModule):
         return {}
 
     def export_meta(self) -> dict:
-        # The runner hands mean/std/class_names to its sample-image callback (a no-op for a method whose
-        # validation step returns nothing); there are no images here.
-        return {"data": "none (optimisation steps)", "mean": [], "std": [], "class_names": []}
+        return {"data": "none (optimisation steps)"}
 
     def train_dataloader(self) -> DataLoader:
         # Each rank gets steps_per_epoch items after the DistributedSampler splits them.

@@ -136,9 +136,8 @@ class ImagePatchesDataModule(L.LightningDataModule):
 
     def export_meta(self) -> dict:
         size = self.cfg.patch_size
-        # mean/std/class_names: the platform's sample-image callback reads them; images here are plain [0, 1].
-        return {"input_size": [3, size, size], "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
-                "class_names": [], "image_size": self.cfg.image_size}
+        # Images are plain [0, 1] RGB: no normalisation to undo at inference.
+        return {"input_size": [3, size, size], "image_size": self.cfg.image_size}
 
     # ---- Lightning hooks
 

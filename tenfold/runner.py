@@ -141,7 +141,7 @@ def build_trainer(cfg: Any, spec: MethodSpec, run_dir: RunDir, datamodule: Any) 
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     if cfg.logger in (LoggerKind.wandb, LoggerKind.tensorboard) and hasattr(datamodule, "export_meta"):
         meta = datamodule.export_meta()
-        if {"mean", "std", "class_names"} <= meta.keys():  # image grids only for image data (not text)
+        if meta.get("class_names"):  # grids of images with their predicted class: classifiers only
             callbacks.append(PredictionSamplesCallback(meta["mean"], meta["std"], meta["class_names"]))
     try:
         return L.Trainer(
