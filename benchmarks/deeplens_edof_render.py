@@ -22,8 +22,7 @@ import torch.nn.functional as F
 
 from lightning_modules.deeplens.edof.module import REPO
 from lightning_modules.deeplens.edof.render import render_psf
-from lightning_modules.deeplens.edof.simulate import psf_rgb_batch
-from lightning_modules.deeplens.optics import Lens, psf_rgb
+from lightning_modules.deeplens.optics import Lens, psf_rgb, psf_rgb_batch
 
 COOKE = REPO / "lightning_modules/deeplens/prescriptions/cooke_triplet.json"
 

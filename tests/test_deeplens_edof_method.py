@@ -72,8 +72,7 @@ def test_the_rendering_gradient_matches_finite_differences() -> None:
 
 
 def test_batched_psfs_equal_one_psf_rgb_call_per_crop() -> None:
-    from lightning_modules.deeplens.edof.simulate import psf_rgb_batch
-    from lightning_modules.deeplens.optics import psf_rgb
+    from lightning_modules.deeplens.optics import psf_rgb, psf_rgb_batch
 
     lens = Lens.from_json(REPO / "lightning_modules/deeplens/prescriptions/cooke_triplet.json")
     fields, depths = torch.tensor([[0.0, 0.0], [0.5, -0.2], [-0.3, 0.6]]), [-150.0, -10000.0, -700.0]
@@ -86,7 +85,8 @@ def test_batched_psfs_equal_one_psf_rgb_call_per_crop() -> None:
 
 
 def test_the_crop_kernel_is_the_sensor_psf_turned_upright() -> None:
-    from lightning_modules.deeplens.edof.simulate import SensorGeometry, psf_rgb_batch, upright_psfs
+    from lightning_modules.deeplens.edof.simulate import SensorGeometry, upright_psfs
+    from lightning_modules.deeplens.optics import psf_rgb_batch
 
     lens = Lens.from_json(REPO / "lightning_modules/deeplens/prescriptions/cooke_triplet.json")
     geometry = SensorGeometry.of(lens, 128)

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from lightning_modules.deeplens.edof.config import DepthLaw, RenderMode
 from lightning_modules.deeplens.edof.render import render_psf, render_psf_map
-from lightning_modules.deeplens.optics import WAVE_RGB, Lens, ideal_image_points, psf_binned, pupil_samples
+from lightning_modules.deeplens.optics import Lens, psf_rgb_batch
 
 
 @dataclass(frozen=True)
@@ -45,27 +45,6 @@ def sample_depths(n: int, depth_range_mm: list[float] | tuple[float, float], law
     else:  # inverse: uniform in 1/depth
         distance = 1 / (1 / near + (1 / far - 1 / near) * u)
     return [-float(d) for d in distance]
-
-
-def psf_rgb_batch(lens: Lens, fields: Tensor, depths_mm: list[float], ks: int, spp: int,
-                  pixel_size_mm: float) -> Tensor:
-    """`optics.psf_rgb` for many (field, depth) pairs in one trace per wavelength: (F, 3, ks, ks).
-
-    `fields` (F, 2) are lens-normalised; `depths_mm` (F floats, negative). Tracing every point source at once
-    is several times faster than one `psf_rgb` call per crop, whose cost on CPU is per-call overhead."""
-    if len(depths_mm) != len(fields):
-        raise ValueError(f"{len(fields)} fields but {len(depths_mm)} depths")
-    fields = fields.to(torch.float64)
-    # Object points depth by depth (they sit on chief-ray directions that depend on the depth), traced together.
-    points = torch.cat([lens.object_points(fields[i : i + 1], depth) for i, depth in enumerate(depths_mm)])
-    centers = ideal_image_points(lens, fields)  # (F, 2) pinhole image points
-    pupil = pupil_samples(spp)
-    channels = []
-    for wvln in WAVE_RGB:
-        rays = lens.trace_to_sensor(lens.rays_from_points(points, wvln, pupil))
-        xy = rays.o[..., :2] - centers.unsqueeze(1)  # (F, N, 2)
-        channels.append(torch.stack([psf_binned(xy[f], rays.valid[f], ks, pixel_size_mm) for f in range(len(fields))]))
-    return torch.stack(channels, dim=1)
 
 
 def upright_psfs(lens: Lens, fields_xy: Tensor, depths_mm: list[float], ks: int, spp: int,

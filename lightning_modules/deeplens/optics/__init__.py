@@ -8,6 +8,7 @@ from lightning_modules.deeplens.optics.spot import (
     ideal_image_points,
     psf_binned,
     psf_rgb,
+    psf_rgb_batch,
     pupil_samples,
     rms_spot,
     spot_diagram,
@@ -17,6 +18,7 @@ from lightning_modules.deeplens.optics.surfaces import ApertureStop, EvenAsphere
 
 __all__ = [
     "DEPTH_INFINITY_MM", "WAVE_RGB", "ApertureStop", "EvenAsphere", "Lens", "Rays", "ideal_image_points",
-    "lens_from_prescription", "material_from_name", "psf_binned", "psf_rgb", "pupil_samples", "refract",
+    "lens_from_prescription", "material_from_name", "psf_binned", "psf_rgb", "psf_rgb_batch",
+    "pupil_samples", "refract",
     "rms_spot", "spot_diagram", "trace_fields",
 ]
