@@ -33,6 +33,10 @@ from lightning_modules.deeplens.optics.materials import (
 )
 from tenfold.errors import ConfigError
 
+# The reference values are read off the tracer's differentiable outputs on purpose (the same code path as
+# design): float() of a tensor that requires grad is fine here.
+pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True to a scalar")
+
 PRESCRIPTIONS = Path(__file__).resolve().parents[1] / "lightning_modules" / "deeplens" / "prescriptions"
 INF = -math.inf  # collimated light, as in the reference computations
 
