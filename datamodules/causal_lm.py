@@ -16,12 +16,12 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from datamodules.grammar_text import CORPUS_VERSION, grammar_text
+from datamodules.split_loaders import SplitDataModule
 from tenfold.errors import DataError
 
 GRAMMAR = "grammar"  # the bundled generated corpus
@@ -94,7 +94,7 @@ class TokenWindows(Dataset):
         return self.windows[index], self.windows[index]
 
 
-class CausalLMDataModule(L.LightningDataModule):
+class CausalLMDataModule(SplitDataModule):
     def __init__(self, cfg: CausalLMDataConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -157,29 +157,12 @@ class CausalLMDataModule(L.LightningDataModule):
         if stage == "test":
             self.test_set = TokenWindows(load(cfg.test_split), cfg.eval_context_length)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.cfg.batch_size_per_device, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self._eval_batch(), train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self._eval_batch(), train=False)
-
     # ---- internals
 
     def _splits(self) -> dict[str, int]:
         cfg = self.cfg
         return {cfg.train_split: cfg.context_length, cfg.val_split: cfg.eval_context_length,
                 cfg.test_split: cfg.eval_context_length}
-
-    def _eval_batch(self) -> int:
-        return self.cfg.eval_batch_size_per_device or self.cfg.batch_size_per_device
-
-    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
-        workers = self.cfg.num_workers
-        return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) >= batch_size,
-                          num_workers=workers, persistent_workers=workers > 0)
 
     def _cache_path(self, split: str, window: int) -> Path:
         cfg = self.cfg

@@ -13,15 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import lightning as L
 from timm.data import create_transform
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision import transforms as T
 
 from datamodules.digits import CLASS_NAMES as DIGIT_CLASSES
 from datamodules.digits import digit_images
 from datamodules.hf_images import HFImageDataset, load_hf_split, set_offline
 from datamodules.image_folder import align_to_classes, image_folder_split
+from datamodules.split_loaders import SplitDataModule
 from tenfold.errors import DataError
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -95,7 +95,7 @@ class TransformedDataset(Dataset):
         return self.transform(image), label
 
 
-class ImageClassificationDataModule(L.LightningDataModule):
+class ImageClassificationDataModule(SplitDataModule):
     def __init__(self, cfg: ImageClassificationDataConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -185,31 +185,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         if stage == "test":
             self.test_set = TransformedDataset(self._raw_split("test"), self.eval_transform())
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.cfg.batch_size_per_device, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self._eval_batch(), train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self._eval_batch(), train=False)
-
     # ---- internals
-
-    def _eval_batch(self) -> int:
-        return self.cfg.eval_batch_size_per_device or self.cfg.batch_size_per_device
-
-    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
-        workers = self.cfg.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=train,
-            drop_last=train and len(dataset) >= batch_size,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=False,
-        )
 
     def _split_name(self, split: str) -> str:
         cfg = self.cfg

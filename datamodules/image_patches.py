@@ -18,14 +18,14 @@ import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from datamodules.image_folder import load_image
+from datamodules.split_loaders import SplitDataModule
 from tenfold.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -116,7 +116,7 @@ class ImagePatches(Dataset):
         return patch, patch_field(top, left, self.patch_size, self.image_size), index
 
 
-class ImagePatchesDataModule(L.LightningDataModule):
+class ImagePatchesDataModule(SplitDataModule):
     def __init__(self, cfg: ImagePatchesDataConfig) -> None:
         super().__init__()
         if cfg.patch_size > cfg.image_size:
@@ -151,29 +151,12 @@ class ImagePatchesDataModule(L.LightningDataModule):
         if stage == "test":
             self.test_set = self._eval_set("test")
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.cfg.batch_size_per_device, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self._eval_batch(), train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self._eval_batch(), train=False)
-
     # ---- internals
 
     def _eval_set(self, split: str) -> ImagePatches:
         cfg = self.cfg
         return ImagePatches(self._split_images(split), cfg.image_size, cfg.patch_size, cfg.eval_patches_per_image,
                             train=False)
-
-    def _eval_batch(self) -> int:
-        return self.cfg.eval_batch_size_per_device or self.cfg.batch_size_per_device
-
-    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
-        workers = self.cfg.num_workers
-        return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) >= batch_size,
-                          num_workers=workers, persistent_workers=workers > 0)
 
     def _split_images(self, split: str) -> list:
         if split not in self._images:

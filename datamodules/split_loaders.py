@@ -1,0 +1,37 @@
+"""The dataloaders every split-based DataModule shares: train/val/test sets, one batch knob per device."""
+
+from __future__ import annotations
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+
+class SplitDataModule(L.LightningDataModule):
+    """Serves `self.train_set`, `self.val_set` and `self.test_set` (built by the subclass's `setup`).
+
+    `self.cfg` needs `batch_size_per_device`, `eval_batch_size_per_device` (None: the training batch) and
+    `num_workers`. Under DDP, Lightning adds the DistributedSampler to these loaders.
+    """
+
+    cfg: object
+    train_set: Dataset
+    val_set: Dataset
+    test_set: Dataset
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.cfg.batch_size_per_device, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self._eval_batch(), train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self._eval_batch(), train=False)
+
+    def _eval_batch(self) -> int:
+        return self.cfg.eval_batch_size_per_device or self.cfg.batch_size_per_device
+
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
+        workers = self.cfg.num_workers
+        # drop_last only when a full batch exists: a tiny split must still give one (smaller) batch.
+        return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) >= batch_size,
+                          num_workers=workers, persistent_workers=workers > 0)
