@@ -21,7 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from tenfold.config import from_plain
 from tenfold.loggers import redact_secrets
-from tenfold.optim import build_optimizer, build_scheduler, scaled_lr
+from tenfold.optim import TimmSchedulerSteps, build_optimizer, optimizers_with_schedule, scaled_lr
 
 
 @dataclass
@@ -51,7 +51,7 @@ def _accuracy(num_classes: int) -> MetricCollection:
     )
 
 
-class ImageClassifier(L.LightningModule, ABC):
+class ImageClassifier(TimmSchedulerSteps, L.LightningModule, ABC):
     config_class: ClassVar[type]  # the method's ExperimentConfig subclass
 
     def __init__(self, config: dict, class_names: list[str]) -> None:
@@ -132,16 +132,9 @@ class ImageClassifier(L.LightningModule, ABC):
             per_epoch = max(1, total // trainer.max_epochs)
         else:
             per_epoch = max(1, int(trainer.num_training_batches) // trainer.accumulate_grad_batches)
-        scheduler = build_scheduler(optimizer, self.cfg.optim, total, per_epoch)
         self._log_run_numbers({"optim/global_batch": global_batch, "optim/base_lr": lr,
                                "optim/total_updates": total})
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
-        # timm schedulers are driven by the number of completed optimizer updates.
-        scheduler.step_update(num_updates=self.global_step)
+        return optimizers_with_schedule(optimizer, self.cfg.optim, total, per_epoch)
 
     def _log_run_numbers(self, numbers: dict) -> None:
         for logger in self.loggers:

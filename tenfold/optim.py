@@ -62,3 +62,18 @@ def build_scheduler(
         updates_per_epoch=updates_per_epoch,
     )
     return scheduler
+
+
+def optimizers_with_schedule(optimizer: Optimizer, cfg: OptimConfig, total_updates: int, updates_per_epoch: int) -> Any:
+    """What `configure_optimizers` returns: the optimizer, with its timm scheduler (if any) stepped per update."""
+    scheduler = build_scheduler(optimizer, cfg, total_updates, updates_per_epoch)
+    if scheduler is None:
+        return optimizer
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class TimmSchedulerSteps:
+    """LightningModule mixin: timm schedulers are driven by the number of completed optimizer updates."""
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        scheduler.step_update(num_updates=self.global_step)

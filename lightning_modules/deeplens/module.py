@@ -33,7 +33,7 @@ from lightning_modules.deeplens.optics import Lens, pupil_samples
 from tenfold.config import from_plain
 from tenfold.errors import ConfigError
 from tenfold.loggers import redact_secrets
-from tenfold.optim import build_scheduler
+from tenfold.optim import TimmSchedulerSteps, optimizers_with_schedule
 from tenfold.registry import register_method
 
 FULL_SPEC = DesignState(aperture=1.0, fov=1.0)
@@ -53,7 +53,7 @@ def _callbacks(cfg: DeepLensExperimentConfig) -> list:
     callbacks=_callbacks,
     summary="DeepLens (arXiv 2302.01089): lens design from flat surfaces by differentiable ray tracing + curriculum",
 )
-class LensDesignModule(L.LightningModule):
+class LensDesignModule(TimmSchedulerSteps, L.LightningModule):
     def __init__(self, config: dict) -> None:
         super().__init__()
         self.save_hyperparameters({"config": redact_secrets(config)})
@@ -185,13 +185,7 @@ class LensDesignModule(L.LightningModule):
         optimizer = optimizer_class(groups, betas=betas, eps=self.cfg.optim.eps,
                                     weight_decay=self.cfg.optim.weight_decay)
         total = int(self.trainer.estimated_stepping_batches)
-        scheduler = build_scheduler(optimizer, self.cfg.optim, total, self.cfg.data.steps_per_epoch)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
-        scheduler.step_update(num_updates=self.global_step)
+        return optimizers_with_schedule(optimizer, self.cfg.optim, total, self.cfg.data.steps_per_epoch)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The stop radius follows the curriculum each step; a stored lens always has the target aperture.

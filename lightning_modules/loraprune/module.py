@@ -27,7 +27,7 @@ from lightning_modules.loraprune.slicing import block_keeps, merged_copy, slice_
 from tenfold.config import from_plain
 from tenfold.errors import ExportError
 from tenfold.loggers import redact_secrets
-from tenfold.optim import build_optimizer, build_scheduler, scaled_lr
+from tenfold.optim import TimmSchedulerSteps, build_optimizer, optimizers_with_schedule, scaled_lr
 from tenfold.registry import register_method
 
 
@@ -42,7 +42,7 @@ def _callbacks(cfg: LoRAPruneConfig) -> list:
     callbacks=_callbacks,
     summary="LoRAPrune (arXiv 2305.18403): LoRA-gradient structured pruning of LLaMA-layout LMs",
 )
-class LoRAPruneLM(L.LightningModule):
+class LoRAPruneLM(TimmSchedulerSteps, L.LightningModule):
     def __init__(self, config: dict, vocabulary: str | None) -> None:
         super().__init__()
         self.save_hyperparameters({"config": redact_secrets(config), "vocabulary": vocabulary})
@@ -126,13 +126,7 @@ class LoRAPruneLM(L.LightningModule):
         optimizer = build_optimizer(lora, self.cfg.optim, lr)
         total = int(trainer.estimated_stepping_batches)
         per_epoch = max(1, int(trainer.num_training_batches) // trainer.accumulate_grad_batches)
-        scheduler = build_scheduler(optimizer, self.cfg.optim, total, per_epoch)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
-        scheduler.step_update(num_updates=self.global_step)
+        return optimizers_with_schedule(optimizer, self.cfg.optim, total, per_epoch)
 
     # ---- export: the pruned dense model
 

@@ -31,7 +31,7 @@ from lightning_modules.deeplens.optics import Lens
 from tenfold.config import from_plain
 from tenfold.errors import ConfigError
 from tenfold.loggers import redact_secrets
-from tenfold.optim import build_optimizer, build_scheduler, scaled_lr
+from tenfold.optim import TimmSchedulerSteps, build_optimizer, optimizers_with_schedule, scaled_lr
 from tenfold.registry import register_method
 
 REPO = Path(__file__).resolve().parents[3]
@@ -68,7 +68,7 @@ def _image_metrics() -> MetricCollection:
     datamodule=ImagePatchesDataModule,
     summary="DeepLens (arXiv 2302.01089) EDoF: lens + NAFNet trained end to end through the differentiable PSF",
 )
-class DeepLensEdofModule(L.LightningModule):
+class DeepLensEdofModule(TimmSchedulerSteps, L.LightningModule):
     def __init__(self, config: dict) -> None:
         super().__init__()
         self.save_hyperparameters({"config": redact_secrets(config)})
@@ -203,16 +203,10 @@ class DeepLensEdofModule(L.LightningModule):
                                        "weight_decay": 0.0, "name": f"lens.{quantity}"})
         total = int(trainer.estimated_stepping_batches)
         per_epoch = max(1, int(trainer.num_training_batches) // trainer.accumulate_grad_batches)
-        scheduler = build_scheduler(optimizer, self.cfg.optim, total, per_epoch)
         for logger in self.loggers:
             logger.log_hyperparams({"optim/global_batch": global_batch, "optim/base_lr": lr,
                                     "optim/total_updates": total})
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
-        scheduler.step_update(num_updates=self.global_step)  # timm schedulers count optimizer updates
+        return optimizers_with_schedule(optimizer, self.cfg.optim, total, per_epoch)
 
     # ---- export (tenfold/runner.py): the network as model.pt/onnx, the lens as export/lens.json
 
