@@ -30,4 +30,7 @@ METHODS: dict[str, M] = {
     "loraprune_vit": M("lightning_modules.loraprune_vit.module",
                        "LoRAPrune (arXiv 2305.18403) on a timm ViT: heads and MLP channels",
                        extra="llm", predictor="lightning_modules.classification.predict:predict"),
+    "ssl_trajectory": M("lightning_modules.ssl_trajectory.module",
+                        "Trajectory regularization for pose-aware SSL (arXiv 2403.14973): VICReg + L_traj, pose kNN",
+                        extra="ssl"),
 }
