@@ -177,8 +177,7 @@ def read_benchmark(root: Path, stored_size: int | None) -> BenchmarkIndex:
         for instance, name in enumerate(splits.get(split, [])):
             folder = views_root / name
             groups = _view_files(folder)
-            first = next(iter(groups.values()))
-            check_image(next(iter(first.values())), stored_size)
+            check_image(min(path for members in groups.values() for path in members.values()), stored_size)
             for (pose, tag), members in sorted(groups.items()):
                 if split == "train":
                     missing = [k for k in (0, 1, 2) if k not in members]
