@@ -247,6 +247,7 @@ class SSLTrajectoryModule(MethodModule):
         if self.trainer.is_global_zero:
             report["metrics"] = metrics
             path = Path(self.trainer.default_root_dir) / "pose_knn_grid.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(report, indent=1))
 
     def _warn_k(self, sets: dict) -> None:
