@@ -30,4 +30,11 @@ METHODS: dict[str, M] = {
     "loraprune_vit": M("lightning_modules.loraprune_vit.module",
                        "LoRAPrune (arXiv 2305.18403) on a timm ViT: heads and MLP channels",
                        extra="llm", predictor="lightning_modules.classification.predict:predict"),
+    "mpvr": M("lightning_modules.mpvr.module",
+              "MPVR (arXiv 2403.11755): zero-shot CLIP with LLM meta-prompted descriptions (S-/DS-TEMP baselines)",
+              extra="mpvr"),
+    "mpvr_queries": M("lightning_modules.mpvr.jobs", "MPVR stage 1: meta-prompt an LLM for query templates",
+                      extra="mpvr"),
+    "mpvr_descriptions": M("lightning_modules.mpvr.jobs", "MPVR stage 2: per-class LLM descriptions -> a bank",
+                           extra="mpvr"),
 }

@@ -1,0 +1,96 @@
+"""open_clip models for the zero-shot classifier: an explicit (architecture, weights source) map, local
+checkpoints or cached tags only, and the tokenizer with its bundled BPE (no download).
+
+OpenAI and MetaCLIP weights were trained with QuickGELU; loading them from a local file under the plain
+`ViT-B-32` config silently uses nn.GELU and gives wrong accuracy (open_clip#771), so those sources map to
+the `-quickgelu` architecture and the choice is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import open_clip
+import torch
+from torch import nn
+
+from lightning_modules.mpvr.config import ClipConfig, WeightsSource
+from tenfold.errors import ConfigError
+
+log = logging.getLogger("tenfold")
+
+QUICKGELU_SOURCES = (WeightsSource.openai, WeightsSource.metaclip)
+
+
+def resolve_arch(cfg: ClipConfig) -> str:
+    """The open_clip architecture actually built for (model.arch, model.weights)."""
+    if cfg.arch == "custom":
+        return "custom"
+    base = cfg.arch.removesuffix("-quickgelu")
+    if base not in open_clip.list_models():
+        raise ConfigError(f"model.arch={cfg.arch!r} is not an open_clip architecture (e.g. ViT-B-32, ViT-B-16, "
+                          "ViT-L-14), nor 'custom'")
+    arch = base + "-quickgelu" if cfg.weights in QUICKGELU_SOURCES else base
+    if arch != cfg.arch:
+        log.info("model.arch=%s with model.weights=%s: building %s", cfg.arch, cfg.weights.value, arch)
+    return arch
+
+
+def build_clip(cfg: ClipConfig) -> nn.Module:
+    """An open_clip CLIP in fp32 on the CPU; pretrained weights from a local file or a cached tag."""
+    arch = resolve_arch(cfg)
+    if arch == "custom":
+        if not cfg.custom:
+            raise ConfigError("model.arch=custom needs model.custom (open_clip.CLIP kwargs: embed_dim, vision_cfg, "
+                              "text_cfg)")
+        model = open_clip.CLIP(**_plain(cfg.custom))
+        if cfg.pretrained:
+            model.load_state_dict(_load_state(cfg.pretrained))
+        return model.float()
+    if cfg.pretrained is None and cfg.weights is not WeightsSource.none:
+        raise ConfigError(f"model.pretrained is not set: point it at a local {arch} checkpoint file "
+                          f"(e.g. ViT-B-32.pt from OpenAI CLIP), or set model.weights=none for random weights")
+    pretrained = None if cfg.weights is WeightsSource.none else cfg.pretrained
+    if pretrained and not os.path.isfile(pretrained):
+        tags = open_clip.list_pretrained_tags_by_model(arch) or open_clip.list_pretrained_tags_by_model(
+            arch.removesuffix("-quickgelu"))
+        if pretrained not in tags:
+            raise ConfigError(f"model.pretrained={pretrained!r}: no such file, and not an open_clip tag of {arch} "
+                              f"({', '.join(tags[:6])}...); point it at a local checkpoint file")
+        if arch.endswith("-quickgelu") and pretrained not in open_clip.list_pretrained_tags_by_model(arch):
+            arch = arch.removesuffix("-quickgelu")  # open_clip 3.x lists these tags under the plain name and
+            # sets QuickGELU from the tag's own config
+    log.info("open_clip: create_model(%r, pretrained=%r)", arch, pretrained)
+    try:
+        model = open_clip.create_model(arch, pretrained=pretrained, precision="fp32", device="cpu")
+    except RuntimeError as exc:
+        if "download" in str(exc).lower() or "hub" in str(exc).lower():
+            raise ConfigError(f"model.pretrained={pretrained!r} is a tag whose weights must be downloaded, and the "
+                              "download failed (offline?): fetch the checkpoint elsewhere and set model.pretrained "
+                              "to the local file") from None
+        raise ConfigError(f"model.pretrained={pretrained!r} does not load into {arch}: "
+                          f"{str(exc).splitlines()[0][:200]}") from None
+    return model
+
+
+def tokenizer_for(cfg: ClipConfig) -> Any:
+    """open_clip's tokenizer (the bundled CLIP BPE, context 77: longer prompts are truncated)."""
+    arch = "ViT-B-32" if cfg.arch == "custom" else cfg.arch.removesuffix("-quickgelu")
+    return open_clip.get_tokenizer(arch)
+
+
+def _load_state(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise ConfigError(f"model.pretrained={path!r}: no such checkpoint file")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("state_dict", state)
+
+
+def _plain(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _plain(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_plain(v) for v in tree]
+    return tree
