@@ -31,17 +31,18 @@ from tenfold.method import ExportMeta
 
 
 class WorldPairs(Dataset):
-    """(image, caption tokens) pairs of the procedural world, generated from (seed, split, index)."""
+    """(image, caption) pairs of the procedural world, generated from (seed, split, index); the module
+    tokenises captions for its own text context length."""
 
-    def __init__(self, seed: int, split: str, size: int, tokenizer: Any) -> None:
-        self.seed, self.split, self.size, self.tokenizer = seed, split, size, tokenizer
+    def __init__(self, seed: int, split: str, size: int) -> None:
+        self.seed, self.split, self.size = seed, split, size
 
     def __len__(self) -> int:
         return self.size
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
         image, caption = world.captioned_pair(self.seed, self.split, index)
-        return world.to_tensor(image, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD), self.tokenizer([caption])[0]
+        return world.to_tensor(image, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD), caption
 
 
 class WorldTest(Dataset):
@@ -116,12 +117,8 @@ class MPVRDataModule(SplitDataModule):
     def setup(self, stage: str | None = None) -> None:
         cfg = self.cfg
         if cfg.source is DataSource.world:
-            from lightning_modules.mpvr.clip import tokenizer_for
-            from lightning_modules.mpvr.config import ClipConfig
-
-            tokenizer = tokenizer_for(ClipConfig(arch="custom"))
-            self.train_set = WorldPairs(cfg.world_seed, "train", cfg.train_size, tokenizer)
-            self.val_set = WorldPairs(cfg.world_seed, "val", cfg.val_size, tokenizer)
+            self.train_set = WorldPairs(cfg.world_seed, "train", cfg.train_size)
+            self.val_set = WorldPairs(cfg.world_seed, "val", cfg.val_size)
             self.test_set = WorldTest(cfg.world_seed, cfg.test_size)
             return
         transform = image_transform(cfg.image_size, is_train=False)  # bicubic resize, centre crop, CLIP mean/std

@@ -54,25 +54,39 @@ def build_clip(cfg: ClipConfig) -> nn.Module:
                           f"(e.g. ViT-B-32.pt from OpenAI CLIP), or set model.weights=none for random weights")
     pretrained = None if cfg.weights is WeightsSource.none else cfg.pretrained
     if pretrained and not os.path.isfile(pretrained):
-        tags = open_clip.list_pretrained_tags_by_model(arch) or open_clip.list_pretrained_tags_by_model(
-            arch.removesuffix("-quickgelu"))
-        if pretrained not in tags:
-            raise ConfigError(f"model.pretrained={pretrained!r}: no such file, and not an open_clip tag of {arch} "
-                              f"({', '.join(tags[:6])}...); point it at a local checkpoint file")
-        if arch.endswith("-quickgelu") and pretrained not in open_clip.list_pretrained_tags_by_model(arch):
-            arch = arch.removesuffix("-quickgelu")  # open_clip 3.x lists these tags under the plain name and
-            # sets QuickGELU from the tag's own config
+        pretrained = _cached_tag_file(arch, pretrained)
     log.info("open_clip: create_model(%r, pretrained=%r)", arch, pretrained)
     try:
-        model = open_clip.create_model(arch, pretrained=pretrained, precision="fp32", device="cpu")
+        return open_clip.create_model(arch, pretrained=pretrained, precision="fp32", device="cpu")
     except RuntimeError as exc:
-        if "download" in str(exc).lower() or "hub" in str(exc).lower():
-            raise ConfigError(f"model.pretrained={pretrained!r} is a tag whose weights must be downloaded, and the "
-                              "download failed (offline?): fetch the checkpoint elsewhere and set model.pretrained "
-                              "to the local file") from None
         raise ConfigError(f"model.pretrained={pretrained!r} does not load into {arch}: "
                           f"{str(exc).splitlines()[0][:200]}") from None
-    return model
+
+
+def _cached_tag_file(arch: str, tag: str) -> str:
+    """The local file of an open_clip tag, from the HF cache only: a tag that needs a download is an error."""
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if tag not in tags:
+        raise ConfigError(f"model.pretrained={tag!r}: no such file, and not an open_clip tag of {arch} "
+                          f"({', '.join(tags[:6])}...); point it at a local checkpoint file")
+    previous = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"  # read the cache, never the network
+    logging.disable(logging.ERROR)  # open_clip logs the failed download itself
+    try:
+        path = open_clip.download_pretrained(open_clip.get_pretrained_cfg(arch, tag))
+    except Exception:  # noqa: BLE001 (any hub/cache failure means: not available offline)
+        path = ""
+    finally:
+        logging.disable(logging.NOTSET)
+        if previous is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = previous
+    if not path or not os.path.isfile(path):
+        raise ConfigError(f"model.pretrained={tag!r} is an open_clip tag whose weights are not cached here and "
+                          "would need a download (offline): fetch the checkpoint elsewhere and set model.pretrained "
+                          "to the local file")
+    return path
 
 
 def tokenizer_for(cfg: ClipConfig) -> Any:

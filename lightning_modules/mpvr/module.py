@@ -43,7 +43,7 @@ class MPVRModule(MethodModule):
     def __init__(self, config: dict, class_names: list[str]) -> None:
         super().__init__(config, class_names=class_names)
         cfg = self.cfg
-        check_bank_configs(cfg.banks, cfg.ensembles, cfg.primary)
+        check_bank_configs(cfg.banks, cfg.ensembles, cfg.primary, cfg.generate)
         self.class_names = list(class_names)
         self.clip = build_clip(cfg.model)
         self.tokenizer = tokenizer_for(cfg.model)
@@ -71,8 +71,12 @@ class MPVRModule(MethodModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return zero_shot_logits(self.clip.encode_image(images), self.class_weights, self.cfg.model.logit_scale)
 
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        """open_clip's BPE, truncated at the text tower's context length (77 for CLIP)."""
+        return self.tokenizer(list(texts), context_length=self.clip.context_length).to(self.device)
+
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
-        return self.clip.encode_text(self.tokenizer(list(texts)).to(self.device))
+        return self.clip.encode_text(self.tokenize(texts))
 
     @torch.no_grad()
     def build_weights(self, names: list[str]) -> dict[str, torch.Tensor]:
@@ -107,10 +111,10 @@ class MPVRModule(MethodModule):
 
     # ---- fit: contrastive CLIP training (the demo's tiny CLIP only)
 
-    def _contrastive_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        images, tokens = batch
+    def _contrastive_loss(self, batch: tuple[torch.Tensor, list[str]]) -> torch.Tensor:
+        images, captions = batch
         f = self.clip.encode_image(images, normalize=True)
-        g = self.clip.encode_text(tokens, normalize=True)
+        g = self.clip.encode_text(self.tokenize(captions), normalize=True)
         return self.contrastive(f, g, self.clip.logit_scale.exp())
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -168,7 +172,7 @@ class MPVRModule(MethodModule):
         count = bank_io.open_clip_token_count()
         table = []
         for name, bank in self.banks.items():
-            for row in bank_io.bank_statistics(bank, count):
+            for row in bank_io.bank_statistics(bank, count, self.clip.context_length):
                 table.append({"bank": name, **row})
         _write_csv(self._report_dir() / "bank_statistics.csv", table)
         for name in self.banks:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lightning_modules.mpvr import banks
-from lightning_modules.mpvr.config import BankConfig, BankKind, GenerateConfig, TemplateSet
+from lightning_modules.mpvr.config import BankConfig, BankKind, GenerateConfig, LLMBackend, TemplateSet
 from lightning_modules.mpvr.stages import generate_bank
 from tenfold.errors import ConfigError
 
@@ -21,7 +21,8 @@ def template_set(which: TemplateSet) -> tuple[str, ...]:
         which) or banks.imagenet_templates()
 
 
-def check_bank_configs(configs: Sequence[BankConfig], ensembles: dict[str, list[str]], primary: str) -> None:
+def check_bank_configs(configs: Sequence[BankConfig], ensembles: dict[str, list[str]], primary: str,
+                       generate: GenerateConfig) -> None:
     names = [b.name for b in configs]
     if not names or len(set(names)) != len(names):
         raise ConfigError(f"banks: names must be unique and at least one bank is needed (got {names})")
@@ -36,6 +37,12 @@ def check_bank_configs(configs: Sequence[BankConfig], ensembles: dict[str, list[
         if unknown or not members or name in names:
             raise ConfigError(f"ensembles.{name}: members must be configured bank names (unknown: {unknown}) and "
                               "the ensemble name must differ from every bank's")
+    llm = generate.llm
+    if any(b.kind is BankKind.generate for b in configs) and not (
+            llm.base_url or llm.serve_stub or llm.cache_only or llm.backend is LLMBackend.transformers):
+        raise ConfigError("generate.llm.base_url is not set: point it at an OpenAI-compatible endpoint (e.g. "
+                          "https://api.openai.com/v1, or http://localhost:8000/v1 for vLLM), or set "
+                          "generate.llm.cache_only=true to use cached answers only")
     if primary not in names and primary not in ensembles:
         raise ConfigError(f"primary={primary!r} is neither a bank ({', '.join(names)}) nor an ensemble")
 
