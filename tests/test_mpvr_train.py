@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -97,41 +99,42 @@ def test_pretrained_tag_that_needs_a_download(tmp_path: Path, coop_eurosat: Path
 
 def test_coop_eurosat_with_the_released_banks(tmp_path: Path, coop_eurosat: Path) -> None:
     """Test stage only (the paper's 0 train batches): released GPT + Mixtral banks, their ensemble, DS-TEMP."""
-    banks = ("banks=[{name:s_temp,kind:templates,templates:s_temp},{name:ds_temp,kind:templates,templates:eurosat},"
-             "{name:gpt,kind:file,path:gpt/EuroSAT.json},{name:mixtral,kind:file,path:mixtral/EuroSAT.json}]")
+    banks = ("banks=[{name: s_temp, kind: templates, templates: s_temp}, {name: ds_temp, kind: templates, "
+             "templates: eurosat}, {name: gpt_released, kind: file, path: gpt/EuroSAT.json}, "
+             "{name: mixtral_released, kind: file, path: mixtral/EuroSAT.json}]")
     assert train_cli("--config", PAPER, f"run.root={tmp_path}", "run.name=r", "logger=csv",
-                     f"data.root={coop_eurosat}", *tiny_model_overrides(), banks, "ensembles={both:[gpt,mixtral]}",
-                     "primary=both", "data.eval_batch_size_per_device=8", "data.image_size=32") == 0
+                     f"data.root={coop_eurosat}", *tiny_model_overrides(), banks, "primary=gpt_mixtral",
+                     "data.eval_batch_size_per_device=8", "data.image_size=32") == 0
     run = tmp_path / "mpvr" / "r"
     results = {r["bank"]: r for r in csv.DictReader(open(run / "mpvr" / "results.csv"))}
-    assert set(results) == {"s_temp", "ds_temp", "gpt", "mixtral", "both"}
+    assert set(results) == {"s_temp", "ds_temp", "gpt_released", "mixtral_released", "gpt_mixtral"}
     assert all(int(r["total"]) == 20 for r in results.values())
     stats = list(csv.DictReader(open(run / "mpvr" / "bank_statistics.csv")))
-    gpt = [r for r in stats if r["bank"] == "gpt"]
+    gpt = [r for r in stats if r["bank"] == "gpt_released"]
     assert len(gpt) == 10 and {int(r["prompts"]) for r in gpt} == {340}
     assert {int(r["prompts"]) for r in stats if r["bank"] == "ds_temp"} == {3}
     assert (run / "export" / "model.pt").is_file()
 
 
-@pytest.mark.parametrize("override, match", [
-    ("banks=[{name:gpt,kind:file,path:gpt/Nope.json}]", "banks\\[0\\].path: prompt bank file not found"),
-    ("banks=[{name:gpt,kind:file,path:gpt/CIFAR10_local.json}]", "10 dataset class\\(es\\) missing from the bank"),
+@pytest.mark.parametrize("path, match", [
+    ("gpt/Nope.json", "banks\\[0\\].path: prompt bank file not found: .*gpt/Nope.json"),
+    ("gpt/CIFAR10_local.json", "banks\\[0\\] \\(gpt_released\\): 10 dataset class\\(es\\) missing from the bank"),
 ])
-def test_bad_bank_through_the_cli(tmp_path: Path, coop_eurosat: Path, capsys, override: str, match: str) -> None:
+def test_bad_bank_through_the_cli(tmp_path: Path, coop_eurosat: Path, capsys, path: str, match: str) -> None:
     line = error_line(capsys, "--config", PAPER, f"run.root={tmp_path}", "logger=none", f"data.root={coop_eurosat}",
-                      *tiny_model_overrides(), override, "primary=gpt", "ensembles={}")
-    assert __import__("re").search(match, line), line
+                      *tiny_model_overrides(), f"banks=[{{name: gpt_released, kind: file, path: {path}}}, "
+                      "{name: mixtral_released, kind: templates, templates: s_temp}]", "primary=gpt_released")
+    assert re.search(match, line), line
 
 
 def test_unreadable_image_is_one_line(tmp_path: Path, coop_eurosat: Path, capsys) -> None:
     broken = tmp_path / "eurosat"
-    import shutil
-
     shutil.copytree(coop_eurosat, broken)
     (broken / "2750" / "Forest" / "1.jpg").write_bytes(b"not a jpeg")
     line = error_line(capsys, "--config", PAPER, f"run.root={tmp_path}", "logger=none", f"data.root={broken}",
-                      *tiny_model_overrides(), "banks=[{name:s,kind:templates,templates:s_temp}]", "primary=s",
-                      "ensembles={}", "data.image_size=32")
+                      *tiny_model_overrides(), "banks=[{name: gpt_released, kind: templates, templates: s_temp}, "
+                      "{name: mixtral_released, kind: templates, templates: eurosat}]", "primary=gpt_released",
+                      "data.image_size=32")
     assert "cannot decode image file" in line and "Forest/1.jpg" in line
 
 

@@ -64,24 +64,24 @@ def build_clip(cfg: ClipConfig) -> nn.Module:
 
 
 def _cached_tag_file(arch: str, tag: str) -> str:
-    """The local file of an open_clip tag, from the HF cache only: a tag that needs a download is an error."""
+    """The local file of an open_clip tag, from the caches only: a tag that needs a download is an error."""
     tags = open_clip.list_pretrained_tags_by_model(arch)
     if tag not in tags:
         raise ConfigError(f"model.pretrained={tag!r}: no such file, and not an open_clip tag of {arch} "
                           f"({', '.join(tags[:6])}...); point it at a local checkpoint file")
-    previous = os.environ.get("HF_HUB_OFFLINE")
-    os.environ["HF_HUB_OFFLINE"] = "1"  # read the cache, never the network
-    logging.disable(logging.ERROR)  # open_clip logs the failed download itself
-    try:
-        path = open_clip.download_pretrained(open_clip.get_pretrained_cfg(arch, tag))
-    except Exception:  # noqa: BLE001 (any hub/cache failure means: not available offline)
-        path = ""
-    finally:
-        logging.disable(logging.NOTSET)
-        if previous is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = previous
+    cfg = open_clip.get_pretrained_cfg(arch, tag)
+    path = ""
+    if cfg.get("hf_hub"):  # a lookup in the HF hub cache only (no request)
+        from huggingface_hub import try_to_load_from_cache
+
+        repo = "/".join(cfg["hf_hub"].strip("/").split("/")[:2])
+        for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+            found = try_to_load_from_cache(repo, filename)
+            if isinstance(found, str):
+                path = found
+                break
+    if not path and cfg.get("url"):  # open_clip's URL download cache
+        path = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(cfg["url"]))
     if not path or not os.path.isfile(path):
         raise ConfigError(f"model.pretrained={tag!r} is an open_clip tag whose weights are not cached here and "
                           "would need a download (offline): fetch the checkpoint elsewhere and set model.pretrained "

@@ -117,6 +117,12 @@ class MPVRModule(MethodModule):
         g = self.clip.encode_text(self.tokenize(captions), normalize=True)
         return self.contrastive(f, g, self.clip.logit_scale.exp())
 
+    def configure_optimizers(self) -> Any:
+        # Zero-shot evaluation of pretrained weights (0 epochs or 0 train batches) optimises nothing.
+        if self.trainer.max_epochs == 0 or self.trainer.limit_train_batches == 0:
+            return None
+        return super().configure_optimizers()
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss = self._contrastive_loss(batch)
         self.log_train_loss(loss, batch_size=len(batch[0]))
