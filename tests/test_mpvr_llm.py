@@ -11,7 +11,14 @@ import pytest
 
 from lightning_modules.mpvr import stages
 from lightning_modules.mpvr.cache import LLMCache, cache_key
-from lightning_modules.mpvr.config import CleanMode, DescriptionsConfig, GenerateConfig, LLMBackend, LLMConfig, QueriesConfig
+from lightning_modules.mpvr.config import (
+    CleanMode,
+    DescriptionsConfig,
+    GenerateConfig,
+    LLMBackend,
+    LLMConfig,
+    QueriesConfig,
+)
 from lightning_modules.mpvr.llm import LLM, LLMError, RateLimiter
 from lightning_modules.mpvr.stub_server import QUERY_TEMPLATES, LoopbackLLM
 from lightning_modules.mpvr.world import KNOWLEDGE
@@ -35,7 +42,8 @@ def make_llm(stub: LoopbackLLM, tmp_path: Path, **overrides) -> LLM:
 
 
 def generate(stub, tmp_path, backend=LLMBackend.openai_completions, n_queries=4, **descriptions):
-    gen = GenerateConfig(queries=QueriesConfig(dataset_name="Shapes World", description="shapes", num_queries=n_queries),
+    queries = QueriesConfig(dataset_name="Shapes World", description="shapes", num_queries=n_queries)
+    gen = GenerateConfig(queries=queries,
                          descriptions=DescriptionsConfig(**descriptions),
                          llm=LLMConfig(backend=backend, model="stub", cache_dir=str(tmp_path / "cache"), max_retries=0,
                                        base_url=stub.base_url))
@@ -108,7 +116,8 @@ def test_both_stages_then_a_second_run_makes_zero_calls(stub, tmp_path, backend)
     assert counts["llm_calls"] == 1 + 4 * len(CLASSES) == stub.requests
     assert counts["cache_misses"] == 9 and counts["cache_hits"] == 0
     assert list(nested) == CLASSES and all(len(q) == 4 for q in nested.values())
-    assert all(len(texts) == 10 and all(t.endswith(".") for t in texts) for q in nested.values() for texts in q.values())
+    answers = [texts for q in nested.values() for texts in q.values()]
+    assert all(len(texts) == 10 and all(t.endswith(".") for t in texts) for texts in answers)
     assert any("yellow" in t for texts in nested["tennis ball"].values() for t in texts)
     again, counts2 = generate(stub, tmp_path, backend)
     assert again == nested and counts2["llm_calls"] == 0 and counts2["cache_hits"] == 9 and stub.requests == 9
@@ -140,7 +149,8 @@ def test_corrupt_entry_is_quarantined_and_asked_again(stub, tmp_path) -> None:
     entry.write_text('{"choices": ["trunc')
     llm2 = make_llm(stub, tmp_path)
     assert llm2.complete("Describe a plum.", n=3, temperature=0.99, max_tokens=20) == first
-    assert llm2.cache.quarantined == 1 and llm2.calls == 1 and (tmp_path / "cache" / "quarantine" / entry.name).is_file()
+    assert llm2.cache.quarantined == 1 and llm2.calls == 1
+    assert (tmp_path / "cache" / "quarantine" / entry.name).is_file()
     entry.write_text("garbage")
     with pytest.raises(DataError, match="corrupt LLM cache file"):
         make_llm(stub, tmp_path, cache_only=True).complete("Describe a plum.", n=3, temperature=0.99, max_tokens=20)

@@ -6,7 +6,8 @@
     s_c(x) = <phi(x) / ||phi(x)||, w_c>         argmax_c s_c is the prediction
 
 Built for all classes at once: the prompts of every class are flattened into one list, encoded in fixed
-chunks, and summed per class with `index_add_` (a segment mean) -- no per-class Python loop and no padding.
+chunks, and summed per class with `index_add_` (a segment mean) -- no per-class Python loop, no padding,
+and never the whole (P, D) matrix in memory.
 `class_weights_per_class_loop` is the official code's loop, kept as the reference the tests and the
 benchmark compare against. S-TEMP, DS-TEMP and LLM banks all go through `class_weights`.
 """
@@ -25,10 +26,19 @@ TextEncoder = Callable[[Sequence[str]], Tensor]
 
 def segment_class_weights(embeddings: Tensor, class_ids: Tensor, num_classes: int) -> Tensor:
     """(P, D) prompt embeddings and the (P,) class of each -> (C, D) unit class weights."""
-    unit = F.normalize(embeddings.float(), dim=-1)
-    sums = torch.zeros(num_classes, unit.shape[1], dtype=unit.dtype, device=unit.device)
-    sums.index_add_(0, class_ids, unit)
-    counts = torch.bincount(class_ids, minlength=num_classes).to(unit.dtype)
+    sums = torch.zeros(num_classes, embeddings.shape[1], device=embeddings.device)
+    add_unit_embeddings(sums, embeddings, class_ids)
+    return mean_direction(sums, class_ids)
+
+
+def add_unit_embeddings(sums: Tensor, embeddings: Tensor, class_ids: Tensor) -> None:
+    """sums[c] += e_i / ||e_i|| for every prompt i of class c (a segment sum)."""
+    sums.index_add_(0, class_ids, F.normalize(embeddings.float(), dim=-1))
+
+
+def mean_direction(sums: Tensor, class_ids: Tensor) -> Tensor:
+    """w_c = m_c / ||m_c|| with m_c the mean of class c's unit embeddings."""
+    counts = torch.bincount(class_ids, minlength=sums.shape[0]).to(sums)
     if bool((counts == 0).any()):
         empty = torch.nonzero(counts == 0).flatten().tolist()
         raise ValueError(f"classes {empty} have no prompts")
@@ -47,17 +57,23 @@ def flatten_bank(bank: Mapping[str, Sequence[str]], class_names: Sequence[str]) 
 
 
 @torch.no_grad()
-def encode_texts(encode: TextEncoder, texts: Sequence[str], chunk: int = 1024) -> Tensor:
-    """(len(texts), D) embeddings, encoded `chunk` texts at a time."""
-    return torch.cat([encode(texts[i:i + chunk]).float() for i in range(0, len(texts), chunk)])
-
-
 def class_weights(encode: TextEncoder, bank: Mapping[str, Sequence[str]], class_names: Sequence[str],
                   chunk: int = 1024) -> Tensor:
-    """(C, D) classifier of `class_names` from a prompt bank {class name: [prompt, ...]}."""
+    """(C, D) classifier of `class_names` from a prompt bank {class name: [prompt, ...]}.
+
+    Streams: each chunk of `chunk` prompts is encoded, normalised and added to its classes' sums, so
+    memory is O(C x D) however many prompts there are.
+    """
     texts, ids = flatten_bank(bank, class_names)
-    embeddings = encode_texts(encode, texts, chunk)
-    return segment_class_weights(embeddings, ids.to(embeddings.device), len(class_names))
+    sums = None
+    for start in range(0, len(texts), chunk):
+        embeddings = encode(texts[start:start + chunk]).float()
+        if sums is None:
+            sums = torch.zeros(len(class_names), embeddings.shape[1], device=embeddings.device)
+        add_unit_embeddings(sums, embeddings, ids[start:start + chunk].to(embeddings.device))
+    if sums is None:
+        raise ValueError("the bank holds no prompts")
+    return mean_direction(sums, ids.to(sums.device))
 
 
 @torch.no_grad()

@@ -38,7 +38,8 @@ def make_queries(cfg: QueriesJobConfig, run_dir: RunDir, loggers: list[Logger]) 
                "queries/dropped": parsed.dropped, "llm/calls": llm.calls,
                **{f"llm/{k}": v for k, v in llm.cache.counts().items()}}
     _log(loggers, metrics)
-    rank_zero_info(f"stage 1: {len(parsed.queries)} queries (shortfall {parsed.shortfall}) -> {run_dir.path}/queries.json")
+    rank_zero_info(f"stage 1: {len(parsed.queries)} queries (shortfall {parsed.shortfall}) -> "
+                   f"{run_dir.path}/queries.json")
     return metrics
 
 

@@ -72,7 +72,8 @@ class LLM:
 
     # ---- the one public call
 
-    def complete(self, prompt: str, n: int, temperature: float, max_tokens: int, system: str | None = None) -> list[str]:
+    def complete(self, prompt: str, n: int, temperature: float, max_tokens: int,
+                 system: str | None = None) -> list[str]:
         request = self._request(prompt, system, n, temperature, max_tokens)
         cached = self.cache.get(request)
         if cached is not None:

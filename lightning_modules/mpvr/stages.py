@@ -65,8 +65,8 @@ _APPEND = re.compile(r"""prompts\.append\(\s*(?P<q>["'])(?P<text>.*?)(?P=q)\s*\)
 _QUOTED = re.compile(r'"([^"\n]{4,})"|\u201c([^\u201d\n]{4,})\u201d')
 _LIST_MARK = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)]|\(\d+\))\s+")
 # Placeholder spellings LLMs use, all normalised to <class name>.
-_PLACEHOLDERS = re.compile(r"<\s*class[\s_-]*name\s*>|\{\s*(?:class[\s_-]*name|category|c)?\s*\}|\[\s*class[\s_-]*name\s*\]"
-                           r"|<\s*category\s*>", re.IGNORECASE)
+_PLACEHOLDERS = re.compile(r"<\s*class[\s_-]*name\s*>|\{\s*(?:class[\s_-]*name|category|c)?\s*\}"
+                           r"|\[\s*class[\s_-]*name\s*\]|<\s*category\s*>", re.IGNORECASE)
 
 
 @dataclass
