@@ -219,3 +219,27 @@ def test_rate_limiter_waits_for_the_request_and_token_budgets() -> None:
     tokens.acquire(80)
     tokens.acquire(30)  # would exceed 100 tokens in the minute
     assert slept[-1] == 60.0
+
+
+def test_local_transformers_backend_is_sampled_seeded_and_cached(tmp_path) -> None:
+    """A tiny random GPT-2 saved to a local directory (no download) answers both stages' calls."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from datamodules.causal_lm import byte_tokenizer
+
+    tokenizer = byte_tokenizer()
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=32, n_layer=1, n_head=2)
+                    ).save_pretrained(tmp_path / "lm")
+    tokenizer.save_pretrained(tmp_path / "lm")
+    answers = []
+    for run in ("a", "b"):  # two caches: the samples come from the seeded model both times
+        cfg = LLMConfig(backend=LLMBackend.transformers, model="tiny-gpt2", local_path=str(tmp_path / "lm"),
+                        cache_dir=str(tmp_path / run))
+        llm = LLM(cfg, LLMCache(cfg.cache_dir))
+        answers.append(llm.complete("Describe a plum.", n=3, temperature=0.99, max_tokens=8))
+        assert llm.complete("Describe a plum.", n=3, temperature=0.99, max_tokens=8) == answers[-1]
+        assert llm.calls == 1 and llm.cache.hits == 1
+    assert answers[0] == answers[1] and len(answers[0]) == 3 and all(isinstance(t, str) for t in answers[0])
+    with pytest.raises(Exception, match="llm.local_path"):
+        LLM(LLMConfig(backend=LLMBackend.transformers, cache_dir=str(tmp_path / "c")),
+            LLMCache(tmp_path / "c")).complete("x", n=1, temperature=1.0, max_tokens=2)
