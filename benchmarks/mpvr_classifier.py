@@ -40,16 +40,16 @@ def timed(fn, repeats: int) -> tuple[float, torch.Tensor]:
     return statistics.median(times), out
 
 
-def compare(name: str, encode, bank: dict, names: list[str], repeats: int) -> None:
+def compare(name: str, encode, bank: dict, names: list[str], repeats: int, chunk: int = 1024) -> None:
     loop_times, batched_times, w_loop, w_batched = [], [], None, None
     for _ in range(repeats):  # interleaved, so load changes hit both
         t, w_loop = timed(lambda: class_weights_per_class_loop(encode, bank, names), 1)
         loop_times.append(t)
-        t, w_batched = timed(lambda: class_weights(encode, bank, names), 1)
+        t, w_batched = timed(lambda: class_weights(encode, bank, names, chunk), 1)
         batched_times.append(t)
     loop, batched = statistics.median(loop_times), statistics.median(batched_times)
     prompts = sum(len(v) for v in bank.values())
-    print(f"| {name} | {len(names)} x {prompts // len(names)} avg ({prompts} prompts) | {loop:.3f} | {batched:.3f} | "
+    print(f"| {name}, chunk {chunk} | {len(names)} x {prompts // len(names)} avg ({prompts} prompts) | {loop:.3f} | {batched:.3f} | "
           f"{loop / batched:.2f}x | {(w_loop - w_batched).abs().max().item():.2e} |")
 
 
@@ -78,8 +78,9 @@ def main() -> None:
     tokenizer = open_clip.get_tokenizer("ViT-B-32")
     small = {n: bank[n][:30] for n in names[:100]}
     with torch.no_grad():
-        compare("tiny open_clip text tower", lambda t: model.encode_text(tokenizer(list(t))), small, names[:100],
-                max(1, args.repeats - 2))
+        for chunk in (1024, 256):
+            compare("tiny open_clip text tower", lambda t: model.encode_text(tokenizer(list(t))), small, names[:100],
+                    args.repeats, chunk)
 
     from lightning_modules.mpvr import stages, world
     from lightning_modules.mpvr.config import GenerateConfig, LLMBackend

@@ -43,7 +43,7 @@ def main() -> None:
             result = {r["bank"]: 100 * float(r["top1"]) for r in csv.DictReader(fh)}
         rows.append((seed, result, time.time() - start))
         print(f"seed {seed}: " + ", ".join(f"{b} {result[b]:.1f}" for b in BANKS), flush=True)
-    print("\n| seed | S-TEMP | DS-TEMP | MPVR (stub LLM) | wall s |\n|---|---|---|---|---|")
+    print("\n| seed | S-TEMP | DS-TEMP | MPVR (stub LLM) | wall s (3 in parallel) |\n|---|---|---|---|---|")
     for seed, result, wall in rows:
         print(f"| {seed} | " + " | ".join(f"{result[b]:.1f}" for b in BANKS) + f" | {wall:.0f} |")
     means = [statistics.mean(r[b] for _, r, _ in rows) for b in BANKS]

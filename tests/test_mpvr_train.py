@@ -60,7 +60,8 @@ def coop_eurosat(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ---- the jobs (loopback stub LLM)
 
 
-def test_stage_jobs_write_queries_and_banks_and_rerun_with_zero_calls(tmp_path: Path) -> None:
+def test_stage_jobs_write_queries_and_banks_and_rerun_with_zero_calls(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret-4242")  # sent to the stub, written nowhere
     common = [f"run.root={tmp_path}", "logger=csv", "llm.serve_stub=true", "llm.model=stub",
               f"llm.cache_dir={tmp_path / 'cache'}", "queries.num_queries=5"]
     assert train_cli("--config", "configs/mpvr_queries.yaml", "run.name=q", *common) == 0
@@ -77,6 +78,8 @@ def test_stage_jobs_write_queries_and_banks_and_rerun_with_zero_calls(tmp_path: 
     assert train_cli(*args, "run.name=d2", "llm.cache_only=true") == 0
     rows = list(csv.DictReader(open(tmp_path / "mpvr_descriptions" / "d2" / "metrics.csv")))
     assert float(rows[0]["llm/calls"]) == 0 and float(rows[0]["llm/cache_hits"]) == 10
+    for path in tmp_path.rglob("*"):
+        assert not path.is_file() or b"sk-test-secret-4242" not in path.read_bytes(), path
 
 
 # ---- the paper config: required keys, one line each
