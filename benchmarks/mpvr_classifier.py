@@ -49,8 +49,8 @@ def compare(name: str, encode, bank: dict, names: list[str], repeats: int, chunk
         batched_times.append(t)
     loop, batched = statistics.median(loop_times), statistics.median(batched_times)
     prompts = sum(len(v) for v in bank.values())
-    print(f"| {name}, chunk {chunk} | {len(names)} x {prompts // len(names)} avg ({prompts} prompts) | {loop:.3f} | {batched:.3f} | "
-          f"{loop / batched:.2f}x | {(w_loop - w_batched).abs().max().item():.2e} |")
+    print(f"| {name}, chunk {chunk} | {len(names)} x {prompts // len(names)} avg ({prompts} prompts) | "
+          f"{loop:.3f} | {batched:.3f} | {loop / batched:.2f}x | {(w_loop - w_batched).abs().max().item():.2e} |")
 
 
 def main() -> None:

@@ -128,7 +128,7 @@ class ClipConfig:
     weights: WeightsSource = WeightsSource.openai
     custom: dict[str, Any] = field(default_factory=dict)  # open_clip.CLIP kwargs when arch=custom
     logit_scale: float = 100.0  # test logits = scale * cos (the argmax does not depend on it)
-    text_chunk: int = 256  # prompts encoded per forward pass (on CPU 1024 was slower: benchmarks/mpvr_classifier.py)
+    text_chunk: int = 256  # prompts per text-tower pass (1024 was slower on CPU: benchmarks/mpvr_classifier.py)
 
 
 @dataclass
