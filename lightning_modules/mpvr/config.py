@@ -121,6 +121,35 @@ class BankConfig:
     class_name_map: dict[str, str] = field(default_factory=dict)  # dataset class name -> bank class name
 
 
+# CoOp's EuroSAT folder names -> the names the released banks (and CoOp's split file) use (`NEW_CNAMES`).
+EUROSAT_FOLDER_NAMES = {
+    "AnnualCrop": "Annual Crop Land", "HerbaceousVegetation": "Herbaceous Vegetation Land",
+    "Highway": "Highway or Road", "Industrial": "Industrial Buildings", "Pasture": "Pasture Land",
+    "PermanentCrop": "Permanent Crop Land", "Residential": "Residential Buildings", "SeaLake": "Sea or Lake",
+}
+
+
+def paper_banks() -> list[BankConfig]:
+    """EuroSAT: S-TEMP, DS-TEMP, the released GPT and Mixtral banks (bundled), and a fresh MPVR bank."""
+    names = dict(EUROSAT_FOLDER_NAMES)
+    return [
+        BankConfig(name="s_temp", kind=BankKind.templates, templates=TemplateSet.s_temp),
+        BankConfig(name="ds_temp", kind=BankKind.templates, templates=TemplateSet.eurosat),
+        BankConfig(name="gpt_released", kind=BankKind.file, path="gpt/EuroSAT.json", class_name_map=dict(names)),
+        BankConfig(name="mixtral_released", kind=BankKind.file, path="mixtral/EuroSAT.json",
+                   class_name_map=dict(names)),
+        BankConfig(name="mpvr", kind=BankKind.generate, class_name_map=dict(names)),
+    ]
+
+
+@dataclass
+class EnsembleConfig:
+    """Several banks' class vectors averaged and renormalised (the paper's best variant: GPT + Mixtral)."""
+
+    name: str = "gpt_mixtral"
+    members: list[str] = field(default_factory=lambda: ["gpt_released", "mixtral_released"])
+
+
 @dataclass
 class ClipConfig:
     arch: str = "ViT-B-32"  # open_clip architecture, or "custom" (built from `custom`)
@@ -160,12 +189,8 @@ class MPVRConfig(ExperimentConfig):
     method: str = "mpvr"
     model: ClipConfig = field(default_factory=ClipConfig)
     data: MPVRDataConfig = field(default_factory=MPVRDataConfig)
-    banks: list[BankConfig] = field(default_factory=lambda: [
-        BankConfig(name="s_temp", kind=BankKind.templates, templates=TemplateSet.s_temp),
-        BankConfig(name="ds_temp", kind=BankKind.templates, templates=TemplateSet.eurosat),
-        BankConfig(name="mpvr", kind=BankKind.generate),
-    ])
-    ensembles: dict[str, list[str]] = field(default_factory=dict)  # name -> banks averaged (GPT + Mixtral)
+    banks: list[BankConfig] = field(default_factory=paper_banks)
+    ensembles: list[EnsembleConfig] = field(default_factory=lambda: [EnsembleConfig()])
     primary: str = "mpvr"  # the bank (or ensemble) forward() and export use; logged as test/top1
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)  # val/loss: contrastive, held out

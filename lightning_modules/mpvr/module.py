@@ -43,7 +43,8 @@ class MPVRModule(MethodModule):
     def __init__(self, config: dict, class_names: list[str]) -> None:
         super().__init__(config, class_names=class_names)
         cfg = self.cfg
-        check_bank_configs(cfg.banks, cfg.ensembles, cfg.primary, cfg.generate)
+        self.ensembles = {e.name: list(e.members) for e in cfg.ensembles}
+        check_bank_configs(cfg.banks, self.ensembles, cfg.primary, cfg.generate)
         self.class_names = list(class_names)
         self.clip = build_clip(cfg.model)
         self.tokenizer = tokenizer_for(cfg.model)
@@ -52,7 +53,7 @@ class MPVRModule(MethodModule):
         # The primary bank's classifier: what forward(), best.ckpt and the export hold. It is rebuilt from
         # the current text tower after each validation and at test start, so a checkpoint's copy matches it.
         self.register_buffer("class_weights", torch.zeros(len(self.class_names), embed_dim))
-        self.evaluated = [b.name for b in cfg.banks] + list(cfg.ensembles)
+        self.evaluated = [b.name for b in cfg.banks] + list(self.ensembles)
         c = len(self.class_names)
         self.test_metrics = torch.nn.ModuleDict({
             name: MetricCollection({
@@ -85,12 +86,12 @@ class MPVRModule(MethodModule):
         self.clip.eval()
         out: dict[str, torch.Tensor] = {}
         for bank in self.cfg.banks:
-            if bank.name in names or any(bank.name in self.cfg.ensembles.get(n, []) for n in names):
+            if bank.name in names or any(bank.name in self.ensembles.get(n, []) for n in names):
                 out[bank.name] = class_weights(self.encode_texts, self.banks[bank.name], self.class_names,
                                                self.cfg.model.text_chunk)
         for name in names:
-            if name in self.cfg.ensembles:
-                out[name] = ensemble_weights([out[m] for m in self.cfg.ensembles[name]])
+            if name in self.ensembles:
+                out[name] = ensemble_weights([out[m] for m in self.ensembles[name]])
         self.clip.train(was_training)
         return {n: out[n] for n in names}
 

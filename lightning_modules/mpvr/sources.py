@@ -3,7 +3,7 @@ DS-TEMP), JSON files (the released banks), or MPVR's two LLM stages (cached)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lightning_modules.mpvr import banks
@@ -21,7 +21,7 @@ def template_set(which: TemplateSet) -> tuple[str, ...]:
         which) or banks.imagenet_templates()
 
 
-def check_bank_configs(configs: Sequence[BankConfig], ensembles: dict[str, list[str]], primary: str,
+def check_bank_configs(configs: Sequence[BankConfig], ensembles: Mapping[str, list[str]], primary: str,
                        generate: GenerateConfig) -> None:
     names = [b.name for b in configs]
     if not names or len(set(names)) != len(names):
@@ -35,7 +35,7 @@ def check_bank_configs(configs: Sequence[BankConfig], ensembles: dict[str, list[
     for name, members in ensembles.items():
         unknown = sorted(set(members) - set(names))
         if unknown or not members or name in names:
-            raise ConfigError(f"ensembles.{name}: members must be configured bank names (unknown: {unknown}) and "
+            raise ConfigError(f"ensembles ({name}): members must be configured bank names (unknown: {unknown}) and "
                               "the ensemble name must differ from every bank's")
     llm = generate.llm
     if any(b.kind is BankKind.generate for b in configs) and not (
