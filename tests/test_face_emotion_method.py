@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 import textwrap
@@ -53,6 +54,28 @@ def test_writes_fer_format_csvs_and_records_failures(videos: Path, tmp_path: Pat
     assert (out / "camera-t300.csv").read_text().strip() == '""'
     failed = (out / "failed.txt").read_text().splitlines()
     assert [line.split("\t")[0] for line in failed] == [str(videos / "broken.avi")]
+
+
+def test_predict_scores_a_video_and_an_image_like_the_run(videos: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    import skimage.data
+    from PIL import Image
+
+    from conftest import only_run_dir
+    from predict import main as predict_main
+
+    out = tmp_path / "out"
+    assert _run(videos, out, tmp_path / "runs") == 0
+    run = only_run_dir(tmp_path / "runs", "face_emotion")
+    Image.fromarray(skimage.data.astronaut()).save(tmp_path / "face.png")
+    capsys.readouterr()
+    assert predict_main([str(run), str(videos / "astronaut.avi"), str(tmp_path / "face.png")]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["frames_with_faces"] for row in rows] == [FRAMES - FRAMES // BLANK_EVERY, 1]
+    # The same pipeline as `trainer.predict`: byte-identical CSV for the same video.
+    assert Path(rows[0]["csv"]).read_bytes() == (out / "astronaut-t300.csv").read_bytes()
+    image_scores = pd.read_csv(rows[1]["csv"], index_col=0)
+    assert image_scores[[f"{e}0" for e in EMOTIONS]].idxmax(axis=1).tolist() == ["happy0"]
 
 
 def test_preview_marks_the_first_face_frame(videos: Path, tmp_path: Path) -> None:

@@ -10,19 +10,46 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import REPO, TINY, only_run_dir, train_cli
-from predict import predict
+from lightning_modules.classification.predict import predict
 from tenfold.checkpoint_io import load_weights_only
 from tenfold.export import load_export
 
 DEMO_CONFIGS = sorted(str(p) for p in (REPO / "configs" / "demo").glob("*.yaml"))
 
 
+def _digit_png(folder: Path) -> str:
+    from datamodules.digits import digit_images
+
+    digit_images(0)["test"][0][0].save(folder / "digit.png")
+    return str(folder / "digit.png")
+
+
+# What predict.py is given for a run of each method (a method without a predictor must refuse in one line).
+PREDICT_INPUTS = {"rdnet": _digit_png, "asr": _digit_png, "loraprune_vit": _digit_png, "deeplens_edof": _digit_png,
+                  "loraprune": lambda folder: "the", "deeplens": None}
+
+
 @pytest.mark.parametrize("config", DEMO_CONFIGS, ids=lambda p: Path(p).stem)
-def test_demo_config_fast_dev_run(config: str, tmp_path: Path) -> None:
+def test_demo_config_fast_dev_run_and_predict(config: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from predict import main as predict_main
+    from tenfold.registry import locations
+
+    method = OmegaConf.load(config).method
     assert train_cli("--config", config, f"run.root={tmp_path}", "logger=none",
                      "trainer.fast_dev_run=true", "export.onnx=false") == 0
-    run = only_run_dir(tmp_path, OmegaConf.load(config).method)
+    run = only_run_dir(tmp_path, method)
     assert (run / "export" / "model.pt").is_file()
+    capsys.readouterr()
+    if locations()[method].predictor is None:
+        assert predict_main([str(run)]) == 2
+        assert capsys.readouterr().err.strip() == f"error: method '{method}' has no predictor: its results are the " \
+                                                  "files in its run directory (report/, metrics.csv, export/)"
+        return
+    assert method in PREDICT_INPUTS, f"add the inputs predict.py takes for '{method}' to PREDICT_INPUTS"
+    make_input = PREDICT_INPUTS[method]
+    assert predict_main([str(run), *([make_input(tmp_path)] if make_input else [])]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows and all(isinstance(row, dict) for row in rows)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +114,7 @@ def test_predict_on_digit_images(finished_run: Path, tmp_path: Path) -> None:
     for i, (image, _) in enumerate(digit_images(0)["test"][:3]):
         paths.append(tmp_path / f"{i}.png")
         image.save(paths[-1])
-    rows = predict(finished_run, paths, top_k=3)
+    rows = list(predict(finished_run, [str(p) for p in paths], {"top_k": "3"}))
     assert [r["image"] for r in rows] == [str(p) for p in paths]
     for row in rows:
         probs = [t["prob"] for t in row["top"]]
@@ -99,7 +126,7 @@ def test_predict_cli_prints_json(finished_run: Path, tmp_path: Path, capsys: pyt
     from predict import main
 
     digit_images(0)["test"][0][0].save(tmp_path / "d.png")
-    assert main([str(finished_run), str(tmp_path / "d.png"), "--top-k", "2"]) == 0
+    assert main([str(finished_run), str(tmp_path / "d.png"), "-o", "top_k=2"]) == 0
     row = json.loads(capsys.readouterr().out.splitlines()[0])
     assert len(row["top"]) == 2
 

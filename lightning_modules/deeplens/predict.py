@@ -26,7 +26,7 @@ def predict(run_dir: Path, inputs: list[str], options: dict[str, str]) -> Iterat
     yield {"prescription": str(prescription), "efl_mm": round(lens.foclen, 4), "fnum": round(lens.fnum, 3),
            "hfov_deg": spec.hfov_deg}
     hfov = math.radians(spec.hfov_deg)
-    traced = spot_diagram(lens, torch.tensor(fields, dtype=lens.dtype), spec.depth_mm,
+    traced = spot_diagram(lens, torch.tensor([[0.0, f] for f in fields], dtype=lens.dtype), spec.depth_mm,
                           wavelengths=tuple(spec.wavelengths_nm), hfov=hfov)
     for i, field in enumerate(fields):
         per_wave = [float(rms_spot(xy[i], valid[i])) * 1000 for xy, valid in traced]  # mm -> um
