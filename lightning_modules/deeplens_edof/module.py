@@ -54,8 +54,6 @@ class DeepLensEdofModule(MethodModule):
     def __init__(self, config: dict) -> None:
         super().__init__(config)
         model = self.cfg.model
-        if model.lens_dtype not in LENS_DTYPES:
-            raise ConfigError(f"model.lens_dtype={model.lens_dtype!r}: use one of {', '.join(LENS_DTYPES)}")
         if model.psf_ks % 2 == 0:
             raise ConfigError(f"model.psf_ks={model.psf_ks} must be odd (the PSF is centred on a pixel)")
         self.lens = Lens.from_json(model.lens_file, key="model.lens_file", dtype=LENS_DTYPES[model.lens_dtype])
