@@ -64,8 +64,8 @@ from tenfold.threads import available_cores
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "demo" / "rdnet.yaml"
-# The line LogLinesCallback prints after an update: "epoch 0 step 12 lr=... (1.43 steps/s)".
-STEP_LINE = re.compile(r"\bstep (\d+) lr=")
+# The line LogLinesCallback prints after an update: "epoch 0/1 step 12/20 lr=... (1.43 steps/s, ETA 0:05)".
+STEP_LINE = re.compile(r"\bstep (\d+)/\d+ lr=")
 
 
 # ---- part 1: one process
@@ -225,7 +225,7 @@ def train_py_rate(processes: int, threads: int, batch: int, warmup: int, steps: 
             "trainer.accelerator=cpu", "trainer.strategy=ddp", f"trainer.devices={processes}",
             f"trainer.max_steps={warmup + steps}", "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0",
             "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-            "trainer.log_every_n_steps=1", f"data.batch_size_per_device={batch}",
+            "trainer.log_every_n_steps=1", "run.progress_every_s=0", f"data.batch_size_per_device={batch}",
         ]
         stamps: dict[int, float] = {}
         tail: deque[str] = deque(maxlen=30)

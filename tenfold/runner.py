@@ -152,7 +152,7 @@ def build_trainer(cfg: Any, spec: MethodSpec, run_dir: RunDir) -> L.Trainer:
             update_starting_at_step=cfg.ema.update_starting_at_step,
         ))
     if not show_bar:
-        callbacks.append(LogLinesCallback(cfg.trainer.log_every_n_steps))
+        callbacks.append(LogLinesCallback(cfg.trainer.log_every_n_steps, cfg.run.progress_every_s))
     loggers = build_loggers(
         cfg.logger, cfg.wandb, run_dir.path, run_dir.path.name, run_dir.wandb_id, cfg.run.tags, cfg.run.group
     )

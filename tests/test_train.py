@@ -155,3 +155,15 @@ def test_tensorboard_gets_metrics_lr_and_prediction_images(tmp_path: Path) -> No
     assert "val/predictions" in events.Tags()["images"]
     # timm puts decayed and non-decayed (1-D) parameters in two groups
     assert {"val/top1", "train/loss_step", "lr-AdamW/pg1", "lr-AdamW/pg2"} <= set(events.Tags()["scalars"])
+
+
+def test_batch_job_progress_lines_carry_totals_and_eta(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import re
+
+    with caplog.at_level(logging.INFO):
+        assert train_cli("--config", "configs/demo/rdnet.yaml", f"run.root={tmp_path}", *TINY,
+                         "trainer.log_every_n_steps=1", "run.progress_every_s=0", "export.enabled=false") == 0
+    lines = [r.getMessage() for r in caplog.records if re.match(r"epoch \d+/1 step \d+/2 ", r.getMessage())]
+    assert re.search(r"step 1/2 lr=\S+ .*train/loss_step=\d.* steps/s, ETA \d+:\d\d\)$", lines[0]), lines
+    assert lines[-1].startswith("epoch 0/1 step 2/2 ")  # the closing line of the run
