@@ -167,3 +167,42 @@ def test_batch_job_progress_lines_carry_totals_and_eta(tmp_path: Path, caplog: p
     lines = [r.getMessage() for r in caplog.records if re.match(r"epoch \d+/1 step \d+/2 ", r.getMessage())]
     assert re.search(r"step 1/2 lr=\S+ .*train/loss_step=\d.* steps/s, ETA \d+:\d\d\)$", lines[0]), lines
     assert lines[-1].startswith("epoch 0/1 step 2/2 ")  # the closing line of the run
+
+
+def test_wandb_prediction_grid_holds_the_validation_pixels(finished_run: Path) -> None:
+    """What reaches the dashboard: one captioned grid per validation whose first tile is the first validation image."""
+    import numpy as np
+    from PIL import Image
+
+    from datamodules.image_classification import ImageClassificationDataModule
+    from tenfold.cli import load_config
+    from tenfold.media import MIN_SIDE
+
+    grids = sorted(finished_run.glob("wandb/offline-run-*/files/media/images/val/predictions_*.png"))
+    assert len(grids) == 2  # one per validation (2 epochs), not one file per image
+    pixels = np.asarray(Image.open(grids[0]).convert("RGB")).astype(int)
+    cfg = load_config([str(finished_run / "config.yaml")], [])
+    data = ImageClassificationDataModule(cfg.data)
+    data.setup("validate")
+    image = data.val_set[0][0] * torch.tensor(cfg.data.std).view(3, 1, 1) + torch.tensor(cfg.data.mean).view(3, 1, 1)
+    expected = (image.clamp(0, 1) * 255).round().permute(1, 2, 0).numpy().astype(int)  # (32, 32, 3)
+    factor = -(-MIN_SIDE // expected.shape[0])
+    expected = expected.repeat(factor, 0).repeat(factor, 1)
+    tile = pixels[2:2 + expected.shape[0], 2:2 + expected.shape[1]]  # make_grid's 2-px padding
+    assert np.abs(tile - expected).max() <= 1
+    assert len(np.unique(tile)) > 8  # a real digit, not a black/constant picture
+
+
+def test_wandb_test_panels_confusion_matrix_and_prediction_table(finished_run: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    media = next(finished_run.glob("wandb/offline-run-*/files/media"))
+    (matrix,) = media.glob("images/test/confusion_matrix_*.png")
+    assert len(np.unique(np.asarray(Image.open(matrix).convert("L")))) > 16
+    (table,) = media.glob("table/test/predictions_*.table.json")
+    content = json.loads(table.read_text())
+    assert content["columns"] == ["image", "label", "prediction", "probability"]
+    assert len(content["data"]) == 16  # TINY: one test batch of 16 images
+    names = [str(d) for d in range(10)]
+    assert all(row[1] in names and row[2] in names and 0 < row[3] <= 1 for row in content["data"])
