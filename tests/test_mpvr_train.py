@@ -196,3 +196,16 @@ def test_ddp_counts_equal_one_process_without_padding(tmp_path: Path) -> None:
     for bank in ("s_temp", "ds_temp", "mpvr"):
         assert int(two[bank]["total"]) == int(one[bank]["total"]) == 271
         assert int(two[bank]["correct"]) == int(one[bank]["correct"])
+
+
+def test_hf_imagefolder_test_split(tmp_path: Path, image_folder: Path) -> None:
+    """HF `imagefolder` layout: class names from the folders, every test image counted once."""
+    assert train_cli("--config", PAPER, f"run.root={tmp_path}", "run.name=r", "logger=csv", "data.source=imagefolder",
+                     f"data.root={image_folder}", *tiny_model_overrides(), "data.image_size=32",
+                     "banks=[{name: s_temp, kind: templates, templates: s_temp}, "
+                     "{name: gpt_released, kind: templates, templates: imagenet80}, "
+                     "{name: mixtral_released, kind: templates, templates: dtd}]", "primary=gpt_mixtral") == 0
+    results = _results(tmp_path / "mpvr" / "r")
+    assert {int(r["total"]) for r in results.values()} == {12}
+    per_class = list(csv.DictReader(open(tmp_path / "mpvr" / "r" / "mpvr" / "per_class_accuracy.csv")))
+    assert [r["class"] for r in per_class[:3]] == ["bars", "dots", "plain"]
