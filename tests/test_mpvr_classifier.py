@@ -235,3 +235,15 @@ def test_random_clip_stays_in_the_chance_band(encoder) -> None:
     with torch.no_grad():
         correct = int((zero_shot_logits(model.encode_image(x), w).argmax(-1) == y).sum())
     assert binom.ppf(1e-4, 300, 0.1) <= correct <= binom.isf(1e-4, 300, 0.1)
+
+
+def test_architecture_map_gives_openai_and_metaclip_weights_quickgelu() -> None:
+    from lightning_modules.mpvr.clip import resolve_arch
+    from lightning_modules.mpvr.config import ClipConfig, WeightsSource
+    from tenfold.errors import ConfigError
+
+    assert resolve_arch(ClipConfig(arch="ViT-B-32", weights=WeightsSource.openai)) == "ViT-B-32-quickgelu"
+    assert resolve_arch(ClipConfig(arch="ViT-L-14", weights=WeightsSource.metaclip)) == "ViT-L-14-quickgelu"
+    assert resolve_arch(ClipConfig(arch="ViT-B-32-quickgelu", weights=WeightsSource.laion)) == "ViT-B-32"
+    with pytest.raises(ConfigError, match="not an open_clip architecture"):
+        resolve_arch(ClipConfig(arch="ViT-Q-99"))
