@@ -247,6 +247,10 @@ class MVTecDataModule(MethodDataModule):
         if not self.root:
             raise DataError("data.root is not set: point it at the MVTec AD folder (the one holding "
                             "bottle/, cable/, ... each with train/good), or use configs/demo/anomaly_aug.yaml")
+        if cfg.anomaly_source_dir:
+            from lightning_modules.anomaly_aug.sources import source_files
+
+            source_files(cfg.anomaly_source_dir)
         self.prepare_data()
         self.files = scan_category(self.root, cfg.category)
 

@@ -79,7 +79,9 @@ class AnomalyAugModule(MethodModule):
         filter_size = m.score_filter_size if m.score is ScoreMode.mean_filtered else 1
         self.net = build_detector(m.recon_width, m.disc_width, filter_size, m.reconstruction_first)
         self.ssim = kornia.losses.SSIMLoss(m.ssim_window)  # (1 - SSIM) / 2
-        self.focal = kornia.losses.FocalLoss(alpha=1.0, gamma=m.focal_gamma, reduction="mean")
+        # alpha=None weights both classes by 1 (DRAEM's alpha = ones); kornia's alpha=1.0 would zero the
+        # background class, so every pixel could be called anomalous at no cost.
+        self.focal = kornia.losses.FocalLoss(alpha=None, gamma=m.focal_gamma, reduction="none")
         self.defect_names = list(defect_names or [])
         self.eval_metrics = nn.ModuleDict({s: AnomalyMetrics(m.aupro_fpr_limit, self.defect_names)
                                            for s in ("val", "test")})
@@ -123,7 +125,8 @@ class AnomalyAugModule(MethodModule):
         return F.mse_loss(reconstruction, target) + 2 * self.ssim(reconstruction, target)
 
     def segmentation_loss(self, logits: Tensor, masks: Tensor) -> Tensor:
-        return self.focal(logits, masks[:, 0].long())
+        # kornia returns the focal term in the target's channel and 0 elsewhere: sum channels, mean pixels
+        return self.focal(logits, masks[:, 0].long()).sum(1).mean()
 
     def split_losses(self, half_a: Tensor, half_b: Tensor, g: torch.Generator) -> dict[str, Any]:
         """The paper's split strategy: L_rec from half A only, L_seg from half B with R's output detached."""

@@ -55,8 +55,8 @@ def bundled_sources(size: int, noise_images: int = 8, seed: int = 0) -> Tensor:
     return torch.stack(crops).clamp(0, 1)
 
 
-def folder_sources(root: str, size: int, limit: int) -> Tensor:
-    """Every image under `root` (sorted; at most `limit`, evenly spaced), resized to `size` x `size`."""
+def source_files(root: str) -> list[Path]:
+    """The image files of a DTD-layout folder (searched at any depth), sorted; an error if there are none."""
     folder = Path(root)
     if not folder.is_dir():
         raise DataError(f"data.anomaly_source_dir={root}: no such folder (point it at a DTD-layout folder, "
@@ -65,6 +65,12 @@ def folder_sources(root: str, size: int, limit: int) -> Tensor:
     if not files:
         raise DataError(f"data.anomaly_source_dir={root}: no {'/'.join(SOURCE_SUFFIXES)} images found in it "
                         "(a DTD-layout folder holds images/<category>/*.jpg)")
+    return files
+
+
+def folder_sources(root: str, size: int, limit: int) -> Tensor:
+    """Every image under `root` (sorted; at most `limit`, evenly spaced), resized to `size` x `size`."""
+    files = source_files(root)
     if len(files) > limit:
         files = [files[i] for i in np.linspace(0, len(files) - 1, limit).round().astype(int)]
     out = []
