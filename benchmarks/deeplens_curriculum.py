@@ -36,7 +36,7 @@ from lightning_modules.deeplens.design import (  # noqa: E402
     spot_loss,
     spot_rms_rgb,
 )
-from lightning_modules.deeplens.optics import Lens, pupil_samples  # noqa: E402
+from lightning_modules.optics import Lens, pupil_samples  # noqa: E402
 from tenfold.config import compose, read_yaml  # noqa: E402
 
 CONFIG = REPO / "configs" / "examples" / "deeplens_cooke.yaml"

@@ -1,6 +1,6 @@
 """Cost of one end-to-end EDoF rendering step (forward + backward to the lens), by implementation choice.
 
-Two choices in `lightning_modules/deeplens/edof/` are about speed, and this prints what they buy:
+Two choices in `lightning_modules/deeplens_edof/` are about speed, and this prints what they buy:
 - convolution: FFT (`render_psf`) against `conv2d` with the flipped kernel, both differentiated with respect
   to the PSF (the lens needs that gradient; conv2d's weight gradient is the slow part on CPU);
 - PSFs: every crop's point source traced at once (`psf_rgb_batch`) against one `optics.psf_rgb` call per crop.
@@ -20,11 +20,11 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from lightning_modules.deeplens.edof.module import REPO
-from lightning_modules.deeplens.edof.render import render_psf
-from lightning_modules.deeplens.optics import Lens, psf_rgb, psf_rgb_batch
+from lightning_modules.deeplens_edof.module import REPO
+from lightning_modules.deeplens_edof.render import render_psf
+from lightning_modules.optics import Lens, psf_rgb, psf_rgb_batch
 
-COOKE = REPO / "lightning_modules/deeplens/prescriptions/cooke_triplet.json"
+COOKE = REPO / "lightning_modules/optics/prescriptions/cooke_triplet.json"
 
 
 def conv2d_render(images: torch.Tensor, psfs: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,8 @@ DEMO = "configs/demo/loraprune_lm.yaml"
 def pretrain_base(target: Path, steps: int, cache_dir: Path) -> float:
     """The demo's dense warm-up, once, saved as a transformers checkpoint with its tokenizer."""
     from datamodules.causal_lm import CausalLMDataModule
-    from lightning_modules.loraprune.lm import dense_warmup, load_or_build_llama
+    from lightning_modules.lora_pruning.warmup import dense_warmup
+    from lightning_modules.loraprune.lm import causal_lm_loss, load_or_build_llama
     from tenfold.cli import load_config
 
     cfg = load_config([str(REPO / DEMO)], [f"data.cache_dir={cache_dir}"])
@@ -40,7 +41,7 @@ def pretrain_base(target: Path, steps: int, cache_dir: Path) -> float:
     data = CausalLMDataModule(cfg.data)
     data.setup("fit")
     model = load_or_build_llama(None, cfg.model.build, data.tokenizer, "float32")
-    losses = dense_warmup(model, data.train_dataloader(), steps, cfg.model.dense_warmup_lr)
+    losses = dense_warmup(model, data.train_dataloader(), steps, cfg.model.dense_warmup_lr, causal_lm_loss)
     model.save_pretrained(target)
     data.tokenizer.save_pretrained(target)
     return losses[-1]

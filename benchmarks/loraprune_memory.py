@@ -31,14 +31,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lightning_modules.loraprune.config import LLAMA_LORA_TARGETS  # noqa: E402
-from lightning_modules.loraprune.groups import llama_blocks, protected_layers  # noqa: E402
-from lightning_modules.loraprune.importance import ImportancePower  # noqa: E402
-from lightning_modules.loraprune.lora_layers import linear_parts, wrap_with_lora  # noqa: E402
-from lightning_modules.loraprune.masks import attach_masks, set_group_keep  # noqa: E402
+from lightning_modules.lora_pruning.config import LLAMA_LORA_TARGETS  # noqa: E402
+from lightning_modules.lora_pruning.groups import llama_blocks, protected_layers  # noqa: E402
+from lightning_modules.lora_pruning.importance import ImportancePower  # noqa: E402
+from lightning_modules.lora_pruning.lora_layers import linear_parts, wrap_with_lora  # noqa: E402
+from lightning_modules.lora_pruning.masks import attach_masks, set_group_keep  # noqa: E402
+from lightning_modules.lora_pruning.scoring import Criterion, block_scores  # noqa: E402
+from lightning_modules.lora_pruning.slicing import block_keeps, merged_copy, slice_blocks  # noqa: E402
 from lightning_modules.loraprune.pruned_llama import layer_shapes, pruned_llama_from_sliced  # noqa: E402
-from lightning_modules.loraprune.scoring import Criterion, block_scores  # noqa: E402
-from lightning_modules.loraprune.slicing import block_keeps, merged_copy, slice_blocks  # noqa: E402
 
 
 def build(args: argparse.Namespace, criterion: Criterion):

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from datamodules.grammar_text import CORPUS_VERSION, grammar_text
 from datamodules.split_loaders import SplitDataModule
 from tenfold.errors import DataError
+from tenfold.method import ExportMeta
 
 GRAMMAR = "grammar"  # the bundled generated corpus
 LOCAL_BUILDERS = ("text", "json", "parquet")
@@ -96,8 +97,7 @@ class TokenWindows(Dataset):
 
 class CausalLMDataModule(SplitDataModule):
     def __init__(self, cfg: CausalLMDataConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         if cfg.offline:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -131,8 +131,9 @@ class CausalLMDataModule(SplitDataModule):
                         raise DataError(f"data.files.{split}: file not found: {path}")
         _ = self.tokenizer
 
-    def export_meta(self) -> dict:
-        return {"vocabulary": self.cfg.vocabulary or "byte-level", "context_length": self.cfg.context_length}
+    def export_meta(self) -> ExportMeta:
+        return ExportMeta(extra={"vocabulary": self.cfg.vocabulary or "byte-level",
+                                 "context_length": self.cfg.context_length})
 
     # ---- Lightning hooks
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from tenfold.method import ExportMeta, MethodDataModule
 
 
 @dataclass
@@ -34,19 +35,11 @@ class StepIndices(Dataset):
         return (torch.tensor(index),)
 
 
-class DesignStepsDataModule(L.LightningDataModule):
-    def __init__(self, cfg: DesignStepsDataConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
+class DesignStepsDataModule(MethodDataModule):
+    """Nothing to find on disk, nothing the module needs to know, nothing to trace at export."""
 
-    def check(self) -> None:
-        """Nothing to find on disk."""
-
-    def module_kwargs(self) -> dict:
-        return {}
-
-    def export_meta(self) -> dict:
-        return {"data": "none (optimisation steps)"}
+    def export_meta(self) -> ExportMeta:
+        return ExportMeta(extra={"data": "none (optimisation steps)"})
 
     def train_dataloader(self) -> DataLoader:
         # Each rank gets steps_per_epoch items after the DistributedSampler splits them.

@@ -23,6 +23,7 @@ from datamodules.hf_images import HFImageDataset, load_hf_split, set_offline
 from datamodules.image_folder import align_to_classes, image_folder_split
 from datamodules.split_loaders import SplitDataModule
 from tenfold.errors import DataError
+from tenfold.method import ExportMeta
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -97,8 +98,7 @@ class TransformedDataset(Dataset):
 
 class ImageClassificationDataModule(SplitDataModule):
     def __init__(self, cfg: ImageClassificationDataConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         self._splits: dict[str, Any] = {}
         self._class_names: list[str] | None = None
         if cfg.source is DataSource.hf:
@@ -127,16 +127,10 @@ class ImageClassificationDataModule(SplitDataModule):
     def input_size(self) -> tuple[int, int, int]:
         return (3, self.cfg.image_size, self.cfg.image_size)
 
-    def export_meta(self) -> dict:
+    def export_meta(self) -> ExportMeta:
         cfg = self.cfg
-        return {
-            "input_size": list(self.input_size),
-            "mean": list(cfg.mean),
-            "std": list(cfg.std),
-            "crop_pct": cfg.crop_pct,
-            "interpolation": cfg.eval_interpolation,
-            "class_names": self.class_names,
-        }
+        return ExportMeta(input_size=list(self.input_size), mean=list(cfg.mean), std=list(cfg.std),
+                          crop_pct=cfg.crop_pct, interpolation=cfg.eval_interpolation, class_names=self.class_names)
 
     def eval_transform(self) -> Callable:
         cfg = self.cfg

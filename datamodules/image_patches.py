@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 from datamodules.image_folder import load_image
 from datamodules.split_loaders import SplitDataModule
 from tenfold.errors import DataError
+from tenfold.method import ExportMeta
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -118,26 +119,22 @@ class ImagePatches(Dataset):
 
 class ImagePatchesDataModule(SplitDataModule):
     def __init__(self, cfg: ImagePatchesDataConfig) -> None:
-        super().__init__()
         if cfg.patch_size > cfg.image_size:
             raise DataError(f"data.patch_size={cfg.patch_size} exceeds data.image_size={cfg.image_size}")
-        self.cfg = cfg
+        super().__init__(cfg)
         self._images: dict[str, list] = {}
 
     # ---- what the platform asks of a datamodule
-
-    def module_kwargs(self) -> dict:
-        return {}
 
     def check(self) -> None:
         """Fail within seconds if the configured images are absent, before any model is built."""
         for split in ("train", "val", "test"):
             self._split_images(split)
 
-    def export_meta(self) -> dict:
+    def export_meta(self) -> ExportMeta:
         size = self.cfg.patch_size
         # Images are plain [0, 1] RGB: no normalisation to undo at inference.
-        return {"input_size": [3, size, size], "image_size": self.cfg.image_size}
+        return ExportMeta(input_size=[3, size, size], extra={"image_size": self.cfg.image_size})
 
     # ---- Lightning hooks
 

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-import lightning as L
+from typing import Any
+
 from torch.utils.data import DataLoader, Dataset
 
+from tenfold.method import MethodDataModule
 
-class SplitDataModule(L.LightningDataModule):
+
+class SplitDataModule(MethodDataModule):
     """Serves `self.train_set`, `self.val_set` and `self.test_set` (built by the subclass's `setup`).
 
     `self.cfg` needs `batch_size_per_device`, `eval_batch_size_per_device` (None: the training batch) and
     `num_workers`. Under DDP, Lightning adds the DistributedSampler to these loaders.
     """
 
-    cfg: object
     train_set: Dataset
     val_set: Dataset
     test_set: Dataset
+
+    def export_sample(self, n: int) -> Any:
+        """The inputs of the first `n` validation items (the first element of each item), as one batch."""
+        self.setup("validate")
+        batch = next(iter(DataLoader(self.val_set, batch_size=n)))
+        return batch[0]
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.cfg.batch_size_per_device, train=True)

@@ -26,18 +26,19 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import cv2
-import lightning as L
 import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from datamodules.frame_sampling import SamplingScheme
 from tenfold.errors import ConfigError, DataError
+from tenfold.method import MethodDataModule
 
 log = logging.getLogger(__name__)
 
-SCHEMES = ("t300", "f50")
+SCHEMES = tuple(SamplingScheme)
 T300_TARGET_FRAMES = 300  # t300: about 300 frames per video
 F50_STRIDE = 50  # f50: every 50th frame
 MANIFEST_COLUMNS = ("url", "crop", "start", "end", "party")
@@ -49,7 +50,7 @@ FAILED_FILE = "failed.txt"
 class VideoFramesDataConfig:
     videos_dir: str | None = None
     manifest: str | None = None  # CSV in the yt-urls.csv layout; None: every video file in videos_dir, untrimmed
-    scheme: str = "t300"  # t300 (main) | f50 (robustness)
+    scheme: SamplingScheme = SamplingScheme.t300
     output_dir: str | None = None  # per-video outputs `<video_id>-<scheme>.csv` and failed.txt; None: no resume
     batch_size_per_device: int = 32  # frames per batch
     num_workers: int = 2
@@ -354,10 +355,7 @@ def collate_frames(items: list[VideoFrame]) -> dict[str, Any]:
     }
 
 
-class VideoFramesDataModule(L.LightningDataModule):
-    def __init__(self, cfg: VideoFramesDataConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
+class VideoFramesDataModule(MethodDataModule):
 
     def check(self) -> None:
         """Fail within seconds if the videos or manifest are absent, before any model is built."""
@@ -366,10 +364,6 @@ class VideoFramesDataModule(L.LightningDataModule):
         if not any(Path(j.path).is_file() for j in jobs):
             raise DataError(f"none of the {len(jobs)} manifest videos is in {self.cfg.videos_dir} (expected files "
                             f"named <row>{self.cfg.video_extensions[0]}); fix data.videos_dir or data.manifest")
-
-    def module_kwargs(self) -> dict:
-        """Nothing about the videos changes the model (the emotion CNN's weights are fixed)."""
-        return {}
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer

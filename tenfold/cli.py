@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from tenfold.config import compose, find_method, parse_overrides, read_yaml, to_plain
 from tenfold.errors import TenfoldError, one_line
-from tenfold.registry import get_method, list_methods
+from tenfold.registry import get_method, locations
 
 USAGE_EXAMPLE = "python train.py --config configs/demo/rdnet.yaml trainer.max_epochs=5"
 
@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         if args.list_methods:
-            for spec in list_methods():
-                print(f"{spec.name:24s} {spec.summary}")
+            for name, where in sorted(locations().items()):
+                extra = f" [needs the '{where.extra}' extra]" if where.extra else ""
+                print(f"{name:24s} {where.summary}{extra}")
             return 0
         if not args.config and not args.overrides:
             raise TenfoldError(f"nothing to run: pass --config FILE (e.g. {USAGE_EXAMPLE})")

@@ -50,6 +50,10 @@ class RunConfig:
     root: str = "runs"
     tags: list[str] = field(default_factory=list)
     group: str | None = None
+
+
+@dataclass
+class TrainedRunConfig(RunConfig):
     test: bool = True  # test the best checkpoint after fit
 
 
@@ -146,26 +150,39 @@ class ExportConfig:
 
 
 @dataclass
-class ExperimentConfig:
-    """Top-level keys shared by every method; a method subclasses it to type `model` and `data`."""
+class JobConfig:
+    """Top-level keys of every run. A registered job (no Trainer) subclasses this one to type `model`/`data`."""
 
     method: str = MISSING
-    config_version: int = 1
     seed: int = 42
-    # "latest" (newest run of this method), "auto" (continue run.name if it has a checkpoint), or a
-    # run directory
-    resume: str | None = None
-    ckpt_path: str | None = None
+    # torch threads of each process; None: the cores this process may use / the local processes sharing them
+    threads: int | None = None
     logger: LoggerKind = LoggerKind.wandb
     wandb: WandbConfig = field(default_factory=WandbConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    model: Any = None
+    data: Any = None
+
+
+@dataclass
+class InferenceConfig(JobConfig):
+    """An inference-only method: a Trainer runs `predict`; nothing is optimised, checkpointed or exported."""
+
+    # "latest" (newest run of this method), "auto" (continue run.name), or a run directory
+    resume: str | None = None
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+@dataclass
+class ExperimentConfig(InferenceConfig):
+    """A trained method: adds the optimizer, checkpoints, weight EMA and export."""
+
+    ckpt_path: str | None = None
+    run: TrainedRunConfig = field(default_factory=TrainedRunConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
-    model: Any = None
-    data: Any = None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
-"""The export step: `export/model.pt` (state dict), `export_meta.yaml`, and `model.onnx` when possible.
+"""The export step: `export/model.pt` (state dict), extra artefacts, `export_meta.yaml`, and ONNX if asked.
 
-Callbacks may transform the network first. A callback that defines
-`transform_for_export(model, sample) -> nn.Module` gets the eval-mode network (a copy, never the
-model being trained) and a batch of real validation images; one that also defines
-`export_spec(spec) -> spec` updates how the exported network is rebuilt (e.g. ASR folds its
-attention away, so the export loads into the plain backbone). They are applied in callback order.
+The order is fixed (see tenfold/method.py for the hooks): the method's `export_model()` copy, then each
+callback's `transform_for_export(model, sample)` and `export_spec(spec)` (e.g. re-parameterization), then
+`model.pt` and ONNX, then the artefacts of the method and of each callback (`export_artifacts(model,
+writer)`). Every file goes through the `ExportWriter` (temp name + rename) and is listed under `files:`
+in export_meta.yaml, which is written last: a complete export_meta.yaml means a complete export.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from typing import Any
 
 import torch
 from omegaconf import OmegaConf
-from torch import Tensor, nn
+from torch import nn
 
-from tenfold.checkpoint_io import atomic_write, load_weights_only
+from tenfold.checkpoint_io import load_weights_only
 from tenfold.errors import CheckpointError
+from tenfold.method import ExportWriter
 
 log = logging.getLogger("tenfold")
 # Only the project's own packages may be named as a network builder in export_meta.yaml.
@@ -30,8 +31,8 @@ TRUSTED_BUILDER_PACKAGES = ("lightning_modules.", "tenfold.")
 
 
 def apply_export_transforms(
-    model: nn.Module, sample: Tensor, spec: dict, callbacks: Iterable[Any]
-) -> tuple[nn.Module, dict]:
+    model: nn.Module, sample: Any, spec: dict | None, callbacks: Iterable[Any]
+) -> tuple[nn.Module, dict | None]:
     for callback in callbacks:
         if hasattr(callback, "transform_for_export"):
             model = callback.transform_for_export(model, sample)
@@ -40,42 +41,48 @@ def apply_export_transforms(
     return model, spec
 
 
-def write_export(
-    model: nn.Module, sample: Tensor, export_dir: Path, meta: dict, onnx: bool
-) -> dict[str, Path]:
-    """Write the export files atomically; returns what was written."""
-    export_dir.mkdir(parents=True, exist_ok=True)
-    written = {"model": export_dir / "model.pt", "meta": export_dir / "export_meta.yaml"}
+def export_run(module: Any, datamodule: Any, callbacks: Iterable[Any], export_dir: Path, meta: dict,
+               sample_size: int, onnx: bool) -> dict[str, str]:
+    """The whole export of a trained module; returns what was written (name -> path in export_dir)."""
+    callbacks = list(callbacks)
+    sample = datamodule.export_sample(sample_size)
+    model, spec = apply_export_transforms(module.export_model(), sample, module.export_spec(), callbacks)
+    writer = ExportWriter(export_dir)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(written["model"], lambda tmp: torch.save(state, tmp))
-    meta = dict(meta, exported=time.strftime("%Y-%m-%dT%H:%M:%S%z"), parameters=_num_params(model))
-    if onnx:
-        onnx_path = export_dir / "model.onnx"
-        reason = _try_onnx(model, sample, onnx_path)
+    writer.file("model.pt", lambda tmp: torch.save(state, tmp), what="weights")
+    meta = {**meta, **datamodule.export_meta().to_plain(), "net": spec,
+            "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "parameters": _num_params(model)}
+    io_names = module.onnx_io()
+    if onnx and io_names is not None and sample is not None:
+        reason = _try_onnx(model, sample, writer, io_names)
         meta["onnx"] = "model.onnx" if reason is None else f"not exported: {reason}"
-        if reason is None:
-            written["onnx"] = onnx_path
-    atomic_write(written["meta"], lambda tmp: OmegaConf.save(OmegaConf.create(meta), tmp))
-    return written
+    for owner in (module, *callbacks):
+        if hasattr(owner, "export_artifacts"):
+            owner.export_artifacts(model, writer)
+    meta["files"] = dict(writer.files)
+    writer.text("export_meta.yaml", OmegaConf.to_yaml(OmegaConf.create(meta)), what="meta")
+    return dict(writer.files)
 
 
 def _num_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _try_onnx(model: nn.Module, sample: Tensor, path: Path) -> str | None:
+def _try_onnx(model: nn.Module, sample: Any, writer: ExportWriter, io_names: tuple[list[str], list[str]]) -> str | None:
     """ONNX where the model allows it; a failure is reported in the metadata, not fatal."""
     try:
         import onnx  # noqa: F401
     except ImportError:
         return "the onnx package is not installed (pip install -e .[onnx])"
+    inputs, outputs = io_names
+    one = tuple(t[:1] for t in sample) if isinstance(sample, (tuple, list)) else (sample[:1],)
+    axes = {name: {0: "batch"} for name in (*inputs, *outputs)}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            atomic_write(path, lambda tmp: torch.onnx.export(
-                model, (sample[:1],), str(tmp), input_names=["images"], output_names=["logits"],
-                dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
-            ))
+            writer.file("model.onnx", lambda tmp: torch.onnx.export(
+                model, one, str(tmp), input_names=inputs, output_names=outputs, dynamic_axes=axes, dynamo=False,
+            ), what="onnx")
     except Exception as exc:  # noqa: BLE001 (any exporter failure only skips the optional ONNX file)
         log.warning("ONNX export skipped: %s", exc)
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -95,6 +102,9 @@ def load_export(export_dir: Path) -> tuple[nn.Module, dict]:
             "(the default) to produce them"
         )
     meta = OmegaConf.to_container(OmegaConf.load(meta_path))
+    if not meta.get("net"):
+        raise CheckpointError(f"{meta_path} names no network to rebuild (method {meta.get('method')}): "
+                              "its files are listed under 'files:'")
     model = build_from_spec(meta["net"])
     state = load_weights_only(weights)
     try:

@@ -1,13 +1,16 @@
 """The method registry: `method: <name>` in a config selects everything a run needs.
 
-Each method registers once, with a decorator next to its LightningModule. A job that is not a Lightning
-loop (statistics over released results, e.g. `face_emotion_analysis`) registers a function with `register_job`:
-it gets the same config handling, run directory and loggers. `lightning_modules/methods.py`
-imports every method explicitly (no directory scan); the registry imports it on first lookup.
+`lightning_modules/__init__.py` holds one line per method: its name, the module that registers it, the
+pip extra it needs and a one-line summary. Only the selected method's module is imported (so a method
+whose extra is missing never stops another one), and `--list-methods` imports none. The registering
+module uses `@register_method` next to its LightningModule, or `@register_job` for work that is not a
+Lightning loop (statistics over released results, LLM prompt generation): a job gets the same config
+handling, run directory and loggers.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,18 +23,29 @@ JobFunction = Callable[[Any, Any, list], dict[str, float]]
 
 
 @dataclass(frozen=True)
+class MethodLocation:
+    """One registry line: where a method lives, without importing it."""
+
+    module: str  # the module whose import registers the method
+    summary: str
+    extra: str | None = None  # the pip extra its imports need (pip install -e .[extra])
+    predictor: str | None = None  # "module:function" for predict.py (see tenfold/method.py)
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     name: str
-    module_class: type | None  # LightningModule taking (config: dict, **datamodule.module_kwargs())
-    config_class: type  # an ExperimentConfig subclass with the paper's defaults
-    datamodule_class: type | None  # LightningDataModule taking the `data` config
+    module_class: type | None  # a tenfold.method.MethodModule subclass
+    config_class: type  # an ExperimentConfig (or JobConfig / InferenceConfig) subclass
+    datamodule_class: type | None  # a tenfold.method.MethodDataModule subclass taking the `data` config
     callbacks: CallbackFactory  # method config -> default callbacks (curriculum, pruning, reparam)
-    summary: str
     inference_only: bool  # no fit/test/export: `trainer.predict` produces the method's outputs
     job: JobFunction | None = None  # set for register_job: runs instead of any Trainer
+    # Trainer settings the method needs (e.g. {"max_epochs": 1}); a conflicting user value is an error.
+    required_trainer: dict[str, Any] | None = None
 
 
-_METHODS: dict[str, MethodSpec] = {}
+_REGISTERED: dict[str, MethodSpec] = {}
 
 
 def _no_callbacks(cfg: Any) -> list:
@@ -44,42 +58,58 @@ def register_method(
     config: type,
     datamodule: type,
     callbacks: CallbackFactory = _no_callbacks,
-    summary: str = "",
     inference_only: bool = False,
+    required_trainer: dict[str, Any] | None = None,
 ) -> Callable[[type], type]:
     def decorate(module_class: type) -> type:
-        _add(MethodSpec(name, module_class, config, datamodule, callbacks, summary, inference_only))
+        _add(MethodSpec(name, module_class, config, datamodule, callbacks, inference_only,
+                        required_trainer=required_trainer))
         return module_class
 
     return decorate
 
 
-def register_job(name: str, *, config: type, summary: str = "") -> Callable[[JobFunction], JobFunction]:
+def register_job(name: str, *, config: type) -> Callable[[JobFunction], JobFunction]:
     def decorate(job: JobFunction) -> JobFunction:
-        _add(MethodSpec(name, None, config, None, _no_callbacks, summary, inference_only=True, job=job))
+        _add(MethodSpec(name, None, config, None, _no_callbacks, inference_only=True, job=job))
         return job
 
     return decorate
 
 
 def _add(spec: MethodSpec) -> None:
-    if spec.name in _METHODS:
-        raise ValueError(f"method '{spec.name}' is registered twice ({_METHODS[spec.name]})")
-    _METHODS[spec.name] = spec
+    if spec.name in _REGISTERED and _REGISTERED[spec.name] != spec:
+        raise ValueError(f"method '{spec.name}' is registered twice ({_REGISTERED[spec.name]})")
+    _REGISTERED[spec.name] = spec
 
 
-def _load_methods() -> None:
-    import lightning_modules.methods  # noqa: F401  (registers every method on import)
+def locations() -> dict[str, MethodLocation]:
+    from lightning_modules import METHODS  # a plain table: imports no method
+
+    return METHODS
+
+
+def location(name: str) -> MethodLocation:
+    table = locations()
+    if name not in table:
+        raise ConfigError(f"unknown method '{name}'. Known methods: {', '.join(sorted(table))}")
+    return table[name]
 
 
 def get_method(name: str) -> MethodSpec:
-    _load_methods()
-    if name not in _METHODS:
-        known = ", ".join(sorted(_METHODS))
-        raise ConfigError(f"unknown method '{name}'. Known methods: {known}")
-    return _METHODS[name]
+    """Import the method's module (only that one) and return what it registered."""
+    where = location(name)
+    if name not in _REGISTERED:
+        try:
+            importlib.import_module(where.module)
+        except ModuleNotFoundError as exc:
+            if where.extra is None or (exc.name or "").split(".")[0] in _OWN_PACKAGES:
+                raise
+            raise ConfigError(f"method '{name}' needs the '{where.extra}' extra: pip install -e .[{where.extra}]"
+                              f" (missing module: {exc.name})") from None
+    if name not in _REGISTERED:
+        raise ValueError(f"{where.module} was imported but registered no method '{name}'")
+    return _REGISTERED[name]
 
 
-def list_methods() -> list[MethodSpec]:
-    _load_methods()
-    return [_METHODS[name] for name in sorted(_METHODS)]
+_OWN_PACKAGES = ("tenfold", "lightning_modules", "datamodules", "callbacks")

@@ -70,26 +70,27 @@ def _latest_run(method_root: Path) -> Path:
 def resolve_run_dir(cfg: Any) -> RunDir:
     """Choose (and remember for child ranks) the run directory; decide what to resume from."""
     method_root = Path(cfg.run.root) / cfg.method
+    resume, ckpt_path = getattr(cfg, "resume", None), getattr(cfg, "ckpt_path", None)  # jobs have neither
     inherited = os.environ.get(RUN_DIR_ENV)
     if inherited:
         path = Path(inherited)
-    elif cfg.resume == "latest":
+    elif resume == "latest":
         path = _latest_run(method_root)
-    elif cfg.resume not in (None, "auto"):
-        path = Path(cfg.resume)
+    elif resume not in (None, "auto"):
+        path = Path(resume)
         if not (path / LAST_CKPT).is_file():
-            raise ConfigError(f"resume={cfg.resume}: {path / LAST_CKPT} does not exist; pass a run directory")
+            raise ConfigError(f"resume={resume}: {path / LAST_CKPT} does not exist; pass a run directory")
     else:
         path = method_root / (cfg.run.name or default_run_name(cfg))
     os.environ[RUN_DIR_ENV] = str(path)
 
     last = path / LAST_CKPT
     resume_from = None
-    if cfg.ckpt_path:
-        resume_from = Path(cfg.ckpt_path)
+    if ckpt_path:
+        resume_from = Path(ckpt_path)
         if not resume_from.is_file():
-            raise ConfigError(f"ckpt_path={cfg.ckpt_path}: file not found")
-    elif cfg.resume is not None and last.is_file():
+            raise ConfigError(f"ckpt_path={ckpt_path}: file not found")
+    elif resume is not None and last.is_file():
         resume_from = newest_checkpoint(path)
     elif last.is_file() and not inherited:
         raise ConfigError(

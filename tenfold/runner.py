@@ -17,15 +17,15 @@ from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor,
 from lightning.pytorch.utilities import rank_zero_info
 
 from callbacks.log_lines import LogLinesCallback
-from callbacks.prediction_samples import PredictionSamplesCallback
 from callbacks.rng_state import RNGStateCallback
 from tenfold.checkpoint_io import AtomicCheckpointIO, atomic_copy, load_weights_only
-from tenfold.config import LoggerKind, to_plain
+from tenfold.config import ExperimentConfig, LoggerKind, to_plain
 from tenfold.errors import ConfigError
-from tenfold.export import apply_export_transforms, write_export
+from tenfold.export import export_run
 from tenfold.loggers import build_loggers
 from tenfold.registry import MethodSpec, get_method
 from tenfold.run_dir import RunDir, resolve_run_dir, write_run_files
+from tenfold.threads import configure_threads
 
 # Lightning 2.6 calls an API that torch 2.14 deprecated, on every batch transfer: noise, not the user's problem.
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
@@ -39,6 +39,7 @@ def run(cfg: Any, validate_only: bool = False) -> dict[str, float]:
     if run_dir.resume_from is not None:
         # Fail now, with a clear message, if it is unreadable (mmap: no full read of a large file).
         load_weights_only(run_dir.resume_from, mmap=True)
+    threads = configure_threads(cfg.threads, getattr(cfg, "trainer", None))
     L.seed_everything(cfg.seed, workers=True)
     if spec.job is not None:
         return run_job(spec, cfg, run_dir, validate_only)
@@ -47,13 +48,18 @@ def run(cfg: Any, validate_only: bool = False) -> dict[str, float]:
     datamodule.check()
     # What the model needs to know about the data (e.g. class names) travels into its hparams.
     module = spec.module_class(config=to_plain(cfg), **datamodule.module_kwargs())
-    trainer = build_trainer(cfg, spec, run_dir, datamodule)
+    trainer = build_trainer(cfg, spec, run_dir)
     if trainer.is_global_zero:
         write_run_files(run_dir, cfg, trainer.world_size)
-    rank_zero_info(f"run directory: {run_dir.path} (world size {trainer.world_size}, seed {cfg.seed})")
+    rank_zero_info(f"run directory: {run_dir.path} (world size {trainer.world_size}, seed {cfg.seed}, "
+                   f"{threads} torch thread(s) per process)")
     if validate_only:
         rank_zero_info("config, data and model are valid (--validate-only: not training)")
         return {}
+    if cfg.wandb.watch:
+        for logger in trainer.loggers:
+            if hasattr(logger, "watch"):  # WandbLogger: gradient and parameter histograms
+                logger.watch(module, log="all", log_freq=cfg.trainer.log_every_n_steps)
 
     if spec.inference_only:
         # Methods that only score data (pretrained models): predict writes their outputs.
@@ -99,23 +105,36 @@ def run_job(spec: MethodSpec, cfg: Any, run_dir: RunDir, validate_only: bool) ->
     return metrics
 
 
-def build_trainer(cfg: Any, spec: MethodSpec, run_dir: RunDir, datamodule: Any) -> L.Trainer:
+def required_trainer_settings(cfg: Any, spec: MethodSpec) -> dict[str, Any]:
+    """The trainer settings: the user's, plus those the method requires where the user left them unset."""
     tcfg = {k: v for k, v in asdict(cfg.trainer).items() if v is not None}
+    defaults = asdict(type(cfg.trainer)())
+    for key, needed in (spec.required_trainer or {}).items():
+        if key in tcfg and tcfg[key] != needed and tcfg[key] != defaults.get(key):
+            raise ConfigError(f"method '{cfg.method}' requires trainer.{key}={needed}, but the config sets "
+                              f"trainer.{key}={tcfg[key]}: remove that setting")
+        if tcfg.get(key) != needed:
+            rank_zero_info(f"trainer.{key}={needed} (required by method '{cfg.method}')")
+        tcfg[key] = needed
+    return tcfg
+
+
+def build_trainer(cfg: Any, spec: MethodSpec, run_dir: RunDir) -> L.Trainer:
+    tcfg = required_trainer_settings(cfg, spec)
     show_bar = tcfg.pop("enable_progress_bar", sys.stderr.isatty())
-    callbacks: list[L.Callback] = [
-        RNGStateCallback(),
+    trained = isinstance(cfg, ExperimentConfig)
+    callbacks: list[L.Callback] = [RNGStateCallback(), *spec.callbacks(cfg)]
+    if trained:
         # last.ckpt, rewritten on every save point (Lightning's save_last only follows top-k saves,
         # which would leave a stale file to resume from once the metric stops improving).
-        ModelCheckpoint(
+        callbacks.insert(1, ModelCheckpoint(
             dirpath=run_dir.checkpoints,
             filename="last",
             enable_version_counter=False,
             every_n_epochs=cfg.checkpoint.every_n_epochs,
             every_n_train_steps=cfg.checkpoint.every_n_train_steps,
-        ),
-        *spec.callbacks(cfg),
-    ]
-    if cfg.checkpoint.monitor:
+        ))
+    if trained and cfg.checkpoint.monitor:
         # Best-k by the monitored metric, named by epoch and step; first, so it is the trainer's
         # `checkpoint_callback` that best.ckpt is taken from.
         callbacks.insert(1, ModelCheckpoint(
@@ -126,7 +145,7 @@ def build_trainer(cfg: Any, spec: MethodSpec, run_dir: RunDir, datamodule: Any) 
             mode=cfg.checkpoint.mode,
             save_top_k=cfg.checkpoint.save_top_k,
         ))
-    if cfg.ema.enabled:
+    if trained and cfg.ema.enabled:
         callbacks.append(EMAWeightAveraging(
             decay=cfg.ema.decay,
             update_every_n_steps=cfg.ema.update_every_n_steps,
@@ -139,10 +158,6 @@ def build_trainer(cfg: Any, spec: MethodSpec, run_dir: RunDir, datamodule: Any) 
     )
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    if cfg.logger in (LoggerKind.wandb, LoggerKind.tensorboard) and hasattr(datamodule, "export_meta"):
-        meta = datamodule.export_meta()
-        if meta.get("class_names"):  # grids of images with their predicted class: classifiers only
-            callbacks.append(PredictionSamplesCallback(meta["mean"], meta["std"], meta["class_names"]))
     try:
         return L.Trainer(
             **tcfg,
@@ -172,17 +187,7 @@ def _keep_best_checkpoint(trainer: L.Trainer, run_dir: RunDir) -> str | None:
 
 def export(module: Any, datamodule: Any, trainer: L.Trainer, run_dir: RunDir, cfg: Any,
            source: str | None) -> None:
-    datamodule.setup("validate")
-    sample = next(iter(datamodule.val_dataloader()))[0][: cfg.export.sample_batch_size]
-    model, spec = apply_export_transforms(
-        module.export_model(), sample, module.export_spec(), trainer.callbacks
-    )
-    meta = {
-        "method": cfg.method,
-        "net": spec,
-        "source_checkpoint": source,
-        "run_dir": str(run_dir.path),
-        **datamodule.export_meta(),
-    }
-    written = write_export(model, sample, run_dir.export, meta, onnx=cfg.export.onnx)
-    rank_zero_info("exported: " + ", ".join(str(p) for p in written.values()))
+    meta = {"method": cfg.method, "source_checkpoint": source, "run_dir": str(run_dir.path)}
+    written = export_run(module, datamodule, trainer.callbacks, run_dir.export, meta,
+                         cfg.export.sample_batch_size, onnx=cfg.export.onnx)
+    rank_zero_info("exported to " + str(run_dir.export) + ": " + ", ".join(written.values()))

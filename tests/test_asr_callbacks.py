@@ -7,10 +7,10 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks.attention_stripes import AttentionStripes
 from callbacks.reparameterize import ReparameterizeForExport
-from lightning_modules.asr.attention import ASR
 from lightning_modules.asr.resnet_cifar import resnet_cifar
+from lightning_modules.attention_reparam.attention import ASR
+from lightning_modules.attention_reparam.stripes_callback import AttentionStripes
 from tenfold.errors import ConfigError, ExportError
 from tenfold.export import apply_export_transforms, build_from_spec
 

@@ -8,10 +8,10 @@ import torch
 from timm.layers import EffectiveSEModule
 from torch import nn
 
-from lightning_modules.asr.attention import ASR, ChannelAttention, build_attention
-from lightning_modules.asr.rdnet_asr import apply_asr_to_rdnet, create_plain_rdnet
 from lightning_modules.asr.resnet_cifar import resnet_cifar
-from lightning_modules.asr.stripes import input_dependent_attentions, stripe_statistic
+from lightning_modules.attention_reparam.attention import ASR, ChannelAttention, build_attention
+from lightning_modules.attention_reparam.rdnet_asr import apply_asr_to_rdnet, create_plain_rdnet
+from lightning_modules.attention_reparam.stripes import input_dependent_attentions, stripe_statistic
 from tenfold.errors import ConfigError
 from tenfold.reparam import reparameterize_checked, reparameterize_model
 

@@ -10,8 +10,8 @@ import torch
 from timm.layers import EffectiveSEModule
 
 from conftest import TINY, only_run_dir, train_cli
-from lightning_modules.asr.attention import ASR, ChannelAttention
 from lightning_modules.asr.module import ASRModule
+from lightning_modules.attention_reparam.attention import ASR, ChannelAttention
 from lightning_modules.rdnet.module import RDNetModule
 from lightning_modules.rdnet.net import build_rdnet
 from tenfold.export import load_export

@@ -12,8 +12,8 @@ import torch
 
 from callbacks.curriculum import CurriculumCallback, CurriculumConfig, RampShape, curriculum_at
 from conftest import only_run_dir, train_cli
-from lightning_modules.deeplens.optics import Lens, pupil_samples, rms_spot, trace_fields
-from lightning_modules.deeplens.optics.materials import WAVE_D
+from lightning_modules.optics import Lens, pupil_samples, rms_spot, trace_fields
+from lightning_modules.optics.materials import WAVE_D
 from tenfold.checkpoint_io import load_weights_only
 from tenfold.export import load_export
 

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import REPO, only_run_dir, train_cli, train_subprocess
-from lightning_modules.deeplens.edof.config import EdofExperimentConfig
-from lightning_modules.deeplens.edof.module import DeepLensEdofModule
-from lightning_modules.deeplens.optics import Lens
+from lightning_modules.deeplens_edof.config import EdofExperimentConfig
+from lightning_modules.deeplens_edof.module import DeepLensEdofModule
+from lightning_modules.optics import Lens
 from tenfold.cli import load_config
 from tenfold.config import to_plain
 from tenfold.errors import ConfigError
@@ -72,9 +72,9 @@ def test_the_rendering_gradient_matches_finite_differences() -> None:
 
 
 def test_batched_psfs_equal_one_psf_rgb_call_per_crop() -> None:
-    from lightning_modules.deeplens.optics import psf_rgb, psf_rgb_batch
+    from lightning_modules.optics import psf_rgb, psf_rgb_batch
 
-    lens = Lens.from_json(REPO / "lightning_modules/deeplens/prescriptions/cooke_triplet.json")
+    lens = Lens.from_json(REPO / "lightning_modules/optics/prescriptions/cooke_triplet.json")
     fields, depths = torch.tensor([[0.0, 0.0], [0.5, -0.2], [-0.3, 0.6]]), [-150.0, -10000.0, -700.0]
     with torch.no_grad():
         batch = psf_rgb_batch(lens, fields, depths, 15, 256, 0.1)
@@ -85,10 +85,10 @@ def test_batched_psfs_equal_one_psf_rgb_call_per_crop() -> None:
 
 
 def test_the_crop_kernel_is_the_sensor_psf_turned_upright() -> None:
-    from lightning_modules.deeplens.edof.simulate import SensorGeometry, upright_psfs
-    from lightning_modules.deeplens.optics import psf_rgb_batch
+    from lightning_modules.deeplens_edof.simulate import SensorGeometry, upright_psfs
+    from lightning_modules.optics import psf_rgb_batch
 
-    lens = Lens.from_json(REPO / "lightning_modules/deeplens/prescriptions/cooke_triplet.json")
+    lens = Lens.from_json(REPO / "lightning_modules/optics/prescriptions/cooke_triplet.json")
     geometry = SensorGeometry.of(lens, 128)
     # The 128 px scene spans the 25.7 mm square sensor; its half side is 1/sqrt(2) of the half diagonal.
     assert geometry.pixel_size_mm == pytest.approx(25.7476 / 128) and geometry.field_scale == pytest.approx(0.5**0.5)
@@ -174,7 +174,7 @@ def test_validation_logs_image_samples(short_run: Path) -> None:
 
 @pytest.mark.slow
 def test_export_holds_the_trained_lens_and_network(short_run: Path) -> None:
-    from lightning_modules.deeplens.edof.module import DeepLensEdofModule
+    from lightning_modules.deeplens_edof.module import DeepLensEdofModule
 
     module = DeepLensEdofModule.load_from_checkpoint(short_run / "checkpoints" / "best.ckpt", weights_only=True)
     net, meta = load_export(short_run / "export")
@@ -186,7 +186,7 @@ def test_export_holds_the_trained_lens_and_network(short_run: Path) -> None:
     trained = dict(module.lens.named_parameters())
     for name, param in lens.named_parameters():
         torch.testing.assert_close(param, trained[name].detach(), rtol=0, atol=1e-9)
-    start = Lens.from_json(REPO / "lightning_modules/deeplens/prescriptions/cooke_triplet.json")
+    start = Lens.from_json(REPO / "lightning_modules/optics/prescriptions/cooke_triplet.json")
     assert float(lens.d_sensor.detach()) != float(start.d_sensor.detach())  # the lens did train
     assert json.loads((short_run / "export" / "lens.json").read_text())["surfaces"]
 

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torchvision.transforms.functional import gaussian_blur
 
 from datamodules.image_patches import ImagePatchesDataConfig, ImagePatchesDataModule, PatchSource, patch_field
-from lightning_modules.deeplens.edof.render import render_psf, render_psf_map, tile_bounds
-from lightning_modules.deeplens.edof.restoration_net import NAFNet, build_restoration_net
+from lightning_modules.deeplens_edof.render import render_psf, render_psf_map, tile_bounds
+from lightning_modules.deeplens_edof.restoration_net import NAFNet, build_restoration_net
 from tenfold.errors import DataError
 
 
@@ -103,7 +103,7 @@ def test_bad_kernels_are_refused(image: torch.Tensor) -> None:
 
 
 def test_nafnet_starts_as_the_identity_and_keeps_odd_sizes() -> None:
-    from lightning_modules.deeplens.edof.restoration_net import NAFBlock
+    from lightning_modules.deeplens_edof.restoration_net import NAFBlock
 
     features = torch.randn(2, 8, 9, 11)
     with torch.no_grad():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_modules.deeplens.optics import (
+from lightning_modules.optics import (
     ApertureStop,
     EvenAsphere,
     Lens,
@@ -22,7 +22,7 @@ from lightning_modules.deeplens.optics import (
     rms_spot,
     trace_fields,
 )
-from lightning_modules.deeplens.optics.materials import (
+from lightning_modules.optics.materials import (
     WAVE_C,
     WAVE_D,
     WAVE_F,

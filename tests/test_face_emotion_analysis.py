@@ -10,15 +10,15 @@ import pandas as pd
 import pytest
 
 from conftest import only_run_dir, train_cli
-from lightning_modules.face_emotion import analysis
+from lightning_modules.face_emotion_analysis import analysis
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "face_of_populism"
+DATA = Path(__file__).resolve().parents[1] / "data" / "face_of_populism"
 needs_data = pytest.mark.usefixtures("released_data")
 
 
 @pytest.fixture(scope="session")
 def released_data() -> Path:
-    assert (DATA / "per_frame").is_dir(), f"the authors' released data must be at {DATA} (shared/ beside the repo)"
+    assert (DATA / "per_frame").is_dir(), f"the authors' released data ships at {DATA}"
     return DATA
 # The authors' per-video results call fer's 'angry' column 'anger'.
 RESULT_NAMES = {"anger": "angry"}
@@ -303,4 +303,4 @@ def test_analysis_job_names_missing_release(tmp_path: Path, capsys: pytest.Captu
     assert train_cli("--config", "configs/face_emotion_analysis.yaml", f"data.root={tmp_path / 'nowhere'}",
                      f"run.root={tmp_path}") == 2
     error = capsys.readouterr().err
-    assert "data.root=" in error and "raw/yt-urls.csv" in error and "shared/data/face_of_populism" in error
+    assert "data.root=" in error and "raw/yt-urls.csv" in error and "data/face_of_populism" in error

@@ -7,17 +7,17 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_modules.loraprune.callbacks import prune_lowest
-from lightning_modules.loraprune.importance import (
+from lightning_modules.lora_pruning.callbacks import prune_lowest
+from lightning_modules.lora_pruning.importance import (
     ImportancePower,
     ema_update,
     group_scores,
     lora_guided_gradient,
     normalized,
 )
-from lightning_modules.loraprune.lora_layers import linear_parts, wrap_with_lora
-from lightning_modules.loraprune.schedule import cubic_sparsity, groups_to_prune, is_pruning_step
-from lightning_modules.loraprune.scoring import Criterion, gradient_estimate
+from lightning_modules.lora_pruning.lora_layers import linear_parts, wrap_with_lora
+from lightning_modules.lora_pruning.schedule import cubic_sparsity, groups_to_prune, is_pruning_step
+from lightning_modules.lora_pruning.scoring import Criterion, gradient_estimate
 
 
 def _lora_linear(zero_b: bool) -> tuple[nn.Module, nn.Module]:
@@ -73,7 +73,7 @@ def test_group_scores_sum_rows_columns_and_fused_chunks() -> None:
 
 
 def test_importance_power_changes_group_rankings() -> None:
-    from lightning_modules.loraprune.importance import element_importance
+    from lightning_modules.lora_pruning.importance import element_importance
 
     grad, weight = torch.tensor([[1.0, 1.0], [2.0, 0.0]]), torch.ones(2, 2)
     assert group_scores(element_importance(grad, weight, ImportancePower.abs), "out", 1).tolist() == [2.0, 2.0]
@@ -119,8 +119,8 @@ def test_lora_guided_channel_scores_agree_with_true_gradient_scores() -> None:
     """Digest check 3: on the same step, LoRA-guided and true-gradient FFN-channel scores rank alike."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from lightning_modules.loraprune.groups import llama_blocks, protected_layers
-    from lightning_modules.loraprune.scoring import block_scores
+    from lightning_modules.lora_pruning.groups import llama_blocks, protected_layers
+    from lightning_modules.lora_pruning.scoring import block_scores
 
     torch.manual_seed(0)
     config = LlamaConfig(hidden_size=64, intermediate_size=256, num_hidden_layers=3, num_attention_heads=8,

@@ -9,12 +9,12 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from lightning_modules.loraprune.callbacks import prune_lowest
-from lightning_modules.loraprune.groups import llama_blocks, protected_layers
-from lightning_modules.loraprune.lora_layers import linear_parts, wrap_with_lora
-from lightning_modules.loraprune.masks import attach_masks, group_keep, set_group_keep
+from lightning_modules.lora_pruning.callbacks import prune_lowest
+from lightning_modules.lora_pruning.groups import llama_blocks, protected_layers
+from lightning_modules.lora_pruning.lora_layers import linear_parts, wrap_with_lora
+from lightning_modules.lora_pruning.masks import attach_masks, group_keep, set_group_keep
+from lightning_modules.lora_pruning.slicing import block_keeps, merged_copy, slice_blocks
 from lightning_modules.loraprune.pruned_llama import PrunedLlamaForCausalLM, layer_shapes, pruned_llama_from_sliced
-from lightning_modules.loraprune.slicing import block_keeps, merged_copy, slice_blocks
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 HEAD_DIM, HIDDEN, FFN, LAYERS, VOCAB = 8, 64, 96, 5, 50
@@ -120,8 +120,8 @@ def test_lora_criterion_needs_no_base_weight_gradients() -> None:
 
 
 def test_vit_masked_logits_equal_sliced_and_rebuilt_export() -> None:
-    from lightning_modules.loraprune.groups import vit_blocks
-    from lightning_modules.loraprune.vit import build_pruned_vit, build_vit, set_vit_head_counts, vit_layer_shapes
+    from lightning_modules.lora_pruning.groups import vit_blocks
+    from lightning_modules.loraprune_vit.net import build_pruned_vit, build_vit, set_vit_head_counts, vit_layer_shapes
 
     torch.manual_seed(0)
     arch = {"img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 3, "num_heads": 4, "mlp_ratio": 2.0}

@@ -26,7 +26,7 @@ from tenfold.errors import ConfigError, DataError
 SIZE = 64
 FPS = 10.0
 NUM_GOOD = 5
-MANIFEST = Path("/work/shared/data/face_of_populism/raw/yt-urls.csv")
+MANIFEST = Path(__file__).resolve().parents[1] / "data" / "face_of_populism" / "raw" / "yt-urls.csv"
 
 
 def _frame(photo: np.ndarray, index: int) -> np.ndarray:
@@ -140,7 +140,7 @@ def test_manifest_trim_window_in_seconds(videos: Path, tmp_path: Path) -> None:
 
 
 def test_released_manifest_rows_become_jobs(videos: Path) -> None:
-    assert MANIFEST.is_file(), f"the released manifest must be at {MANIFEST} (shared/ beside the repo)"
+    assert MANIFEST.is_file(), f"the released manifest ships at {MANIFEST}"
     jobs = list_video_jobs(VideoFramesDataConfig(videos_dir=str(videos), manifest=str(MANIFEST)))
     assert len(jobs) == 220
     assert jobs[0] == VideoJob("0", str(videos / "0.avi"))

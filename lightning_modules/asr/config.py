@@ -5,22 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from datamodules.image_classification import AugmentConfig, CropMode, DataSource, ImageClassificationDataConfig
-from lightning_modules.image_classifier import ClassifierConfig
+from lightning_modules.attention_reparam.config import ASRConfig
+from lightning_modules.classification.module import ClassifierConfig
 from tenfold.config import CheckpointConfig, ExperimentConfig, OptimConfig, TrainerConfig
 
 CIFAR_MEAN = [0.4914, 0.4822, 0.4465]
 CIFAR_STD = [0.2023, 0.1994, 0.2010]
-
-
-@dataclass
-class ASRConfig:
-    """How ASR is trained, watched and exported; shared by `method: asr` and RDNet's `asr:` block."""
-
-    enabled: bool = True  # RDNet: feed every ESE gate a learnable psi (method asr: see model.variant)
-    psi_init: float = 0.1  # official initialisation of the learnable attention input
-    export_atol: float = 1e-5  # re-parameterized vs training-form outputs on real images (fp32)
-    stripes: bool = True  # log the stripe ratio of input-dependent attention every validation
-    stripes_max_samples: int = 512
 
 
 @dataclass

@@ -5,10 +5,10 @@ from __future__ import annotations
 from torch import nn
 
 from datamodules.image_classification import ImageClassificationDataModule
-from lightning_modules.asr.callbacks import asr_callbacks
 from lightning_modules.asr.config import ASRExperimentConfig
 from lightning_modules.asr.resnet_cifar import VARIANTS, resnet_cifar
-from lightning_modules.image_classifier import ImageClassifier
+from lightning_modules.attention_reparam.callbacks import asr_callbacks
+from lightning_modules.classification.module import ImageClassifier
 from tenfold.registry import register_method
 
 
@@ -22,7 +22,6 @@ def _callbacks(cfg: ASRExperimentConfig) -> list:
     config=ASRExperimentConfig,
     datamodule=ImageClassificationDataModule,
     callbacks=_callbacks,
-    summary="Attention-alike structural re-parameterization (arXiv 2304.06345): CIFAR ResNet164 variants",
 )
 class ASRModule(ImageClassifier):
     config_class = ASRExperimentConfig

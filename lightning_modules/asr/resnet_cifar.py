@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_modules.asr.attention import ASR, build_attention
+from lightning_modules.attention_reparam.attention import ASR, build_attention
 from tenfold.errors import ConfigError
 
 EXPANSION = 4

@@ -6,14 +6,13 @@ import math
 from pathlib import Path
 
 import lightning as L
-import numpy as np
-import torch
-from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image
 
 from lightning_modules.deeplens.design import set_stop_for_aperture
-from lightning_modules.deeplens.optics import Lens
 from lightning_modules.deeplens.plots import layout_image, spot_diagrams_image
+from lightning_modules.optics import Lens
+from tenfold.media import has_media_logger, log_image
+from tenfold.method import ExportWriter
 
 PICTURE_FIELDS = (0.0, 0.5, 0.7, 1.0)
 
@@ -48,13 +47,9 @@ class LensVisualsCallback(L.Callback):
         title = f"step {step}" + (f", curriculum aperture {stage.aperture:.2f} fov {stage.fov:.2f}" if stage else "")
         pictures = _pictures(pl_module.lens, spec, title)
         set_stop_for_aperture(pl_module.lens, spec, stage.aperture if stage else 1.0)
-        for logger in trainer.loggers:
-            for name, image in pictures.items():
-                if isinstance(logger, WandbLogger):
-                    logger.log_image(key=f"lens/{name}", images=[image], step=step)
-                elif isinstance(logger, TensorBoardLogger):
-                    logger.experiment.add_image(f"lens/{name}", np.asarray(image), step, dataformats="HWC")
-        if not any(isinstance(lg, (WandbLogger, TensorBoardLogger)) for lg in trainer.loggers):
+        for name, image in pictures.items():
+            log_image(trainer.loggers, f"lens/{name}", image, step)
+        if not has_media_logger(trainer.loggers):
             folder = Path(trainer.default_root_dir) / "visuals"
             folder.mkdir(parents=True, exist_ok=True)
             for name, image in pictures.items():
@@ -62,20 +57,16 @@ class LensVisualsCallback(L.Callback):
 
 
 class LensExportCallback(L.Callback):
-    """Writes export/prescription.json and export/layout.png beside the platform's model.pt."""
+    """Writes export/prescription.json, layout.png and spots.png beside the platform's model.pt."""
 
     def __init__(self) -> None:
-        self.export_dir: Path | None = None
         self.spec = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.export_dir = Path(trainer.default_root_dir) / "export"
         self.spec = pl_module.cfg.model.spec
 
-    def transform_for_export(self, model: Lens, sample: torch.Tensor) -> Lens:
-        self.export_dir.mkdir(parents=True, exist_ok=True)
-        model.save_json(self.export_dir / "prescription.json")
+    def export_artifacts(self, model: Lens, writer: ExportWriter) -> None:
+        writer.file("prescription.json", model.save_json, what="prescription")
         pictures = _pictures(model, self.spec, title=f"EFL {model.foclen:.3f} mm, F/{model.fnum:.2f}")
-        pictures["layout"].save(self.export_dir / "layout.png")
-        pictures["spots"].save(self.export_dir / "spots.png")
-        return model
+        writer.image("layout.png", pictures["layout"])
+        writer.image("spots.png", pictures["spots"])

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from callbacks.curriculum import CurriculumConfig, RampShape
 from datamodules.design_steps import DesignStepsDataConfig
-from lightning_modules.deeplens.optics.materials import WAVE_C, WAVE_D, WAVE_F
+from lightning_modules.optics.materials import WAVE_C, WAVE_D, WAVE_F
 from tenfold.config import CheckpointConfig, ExperimentConfig, ExportConfig, OptimConfig, TrainerConfig
 
 

@@ -13,17 +13,15 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from lightning_modules.deeplens.config import ConstraintConfig, DeepLensModelConfig, FlatInit, LensSpec
-from lightning_modules.deeplens.optics import ApertureStop, EvenAsphere, Lens, material_from_name
-from lightning_modules.deeplens.optics.materials import Air
-from lightning_modules.deeplens.optics.spot import pupil_samples, rms_spot, trace_fields
+from lightning_modules.optics import ApertureStop, EvenAsphere, Lens, material_from_name
+from lightning_modules.optics.materials import Air
+from lightning_modules.optics.spot import pupil_samples, rms_spot, trace_fields
 
-REPO = Path(__file__).resolve().parents[2]
 GAP_SAMPLES = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)  # fractions of the smaller clear radius
 
 
@@ -37,7 +35,7 @@ def initial_lens(cfg: DeepLensModelConfig, seed: int) -> Lens:
     if init.prescription is None:
         lens = flat_lens(spec, init.flat, generator, dtype)
     else:
-        lens = Lens.from_json(_find(init.prescription), dtype=dtype)
+        lens = Lens.from_json(init.prescription, dtype=dtype, key="model.init.prescription")
         if init.flatten:
             _flatten(lens)
         last = max(float(s.d) for s in lens.surfaces)
@@ -56,11 +54,6 @@ def initial_lens(cfg: DeepLensModelConfig, seed: int) -> Lens:
             if not surface.mat2.is_air:
                 surface.mat2 = material_from_name(surface.mat2.name, learnable=True)
     return lens
-
-
-def _find(path: str) -> Path:
-    """A prescription path as given, else relative to the repository (configs name shipped files so)."""
-    return Path(path) if Path(path).exists() or Path(path).is_absolute() else REPO / path
 
 
 def flat_lens(spec: LensSpec, flat: FlatInit, generator: torch.Generator, dtype: torch.dtype) -> Lens:

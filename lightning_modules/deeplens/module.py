@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor
 
@@ -29,11 +28,9 @@ from lightning_modules.deeplens.design import (
     spot_rms_rgb,
     substituted,
 )
-from lightning_modules.deeplens.optics import Lens, pupil_samples
-from tenfold.config import from_plain
+from lightning_modules.optics import Lens, pupil_samples
 from tenfold.errors import ConfigError
-from tenfold.loggers import redact_secrets
-from tenfold.optim import TimmSchedulerSteps, optimizers_with_schedule
+from tenfold.method import MethodModule
 from tenfold.registry import register_method
 
 FULL_SPEC = DesignState(aperture=1.0, fov=1.0)
@@ -51,13 +48,12 @@ def _callbacks(cfg: DeepLensExperimentConfig) -> list:
     config=DeepLensExperimentConfig,
     datamodule=DesignStepsDataModule,
     callbacks=_callbacks,
-    summary="DeepLens (arXiv 2302.01089): lens design from flat surfaces by differentiable ray tracing + curriculum",
 )
-class LensDesignModule(TimmSchedulerSteps, L.LightningModule):
+class LensDesignModule(MethodModule):
+    config_class = DeepLensExperimentConfig
+
     def __init__(self, config: dict) -> None:
-        super().__init__()
-        self.save_hyperparameters({"config": redact_secrets(config)})
-        self.cfg = from_plain(DeepLensExperimentConfig, config)
+        super().__init__(config)
         self.lens = initial_lens(self.cfg.model, self.cfg.seed)
         self._freeze_fixed_quantities()
         # Without a curriculum callback the design runs at the full specification from the start.
@@ -173,19 +169,13 @@ class LensDesignModule(TimmSchedulerSteps, L.LightningModule):
                    {"name": "glass_v", "params": [g.v_d for g in glasses], "lr": lr.glass_v}]
         return [g for g in groups if any(p.requires_grad for p in g["params"])]
 
-    def configure_optimizers(self) -> Any:
+    def optimizer_parameters(self) -> list[dict]:
+        if self.cfg.optim.name not in ("adam", "adamw"):
+            raise ConfigError(f"optim.name={self.cfg.optim.name}: lens design supports optim.name=adam or adamw")
         groups = self.parameter_groups()
         for g in groups:
             g["lr"] *= self.cfg.optim.lr  # optim.lr scales every group (1.0: the official rates)
-        name = self.cfg.optim.name
-        betas = tuple(self.cfg.optim.betas)
-        optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(name)
-        if optimizer_class is None:
-            raise ConfigError(f"optim.name={name}: lens design supports optim.name=adam or adamw")
-        optimizer = optimizer_class(groups, betas=betas, eps=self.cfg.optim.eps,
-                                    weight_decay=self.cfg.optim.weight_decay)
-        total = int(self.trainer.estimated_stepping_batches)
-        return optimizers_with_schedule(optimizer, self.cfg.optim, total, self.cfg.data.steps_per_epoch)
+        return groups
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The stop radius follows the curriculum each step; a stored lens always has the target aperture.
@@ -201,5 +191,5 @@ class LensDesignModule(TimmSchedulerSteps, L.LightningModule):
         return lens
 
     def export_spec(self) -> dict:
-        return {"target": "lightning_modules.deeplens.optics.lens:lens_from_prescription",
+        return {"target": "lightning_modules.optics.lens:lens_from_prescription",
                 "kwargs": {"prescription": self.export_model().to_dict()}}

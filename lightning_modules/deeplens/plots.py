@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lightning_modules.deeplens.optics import Lens, spot_diagram
-from lightning_modules.deeplens.optics.materials import WAVE_D
+from lightning_modules.optics import Lens, spot_diagram
+from lightning_modules.optics.materials import WAVE_D
 
 FIELD_COLOURS = ("tab:blue", "tab:green", "tab:red", "tab:purple", "tab:orange")
 WAVE_COLOURS = ("red", "green", "blue")

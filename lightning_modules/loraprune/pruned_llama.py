@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from lightning_modules.loraprune.groups import PrunableBlock
+from lightning_modules.lora_pruning.groups import PrunableBlock
 
 SHAPES_KEY = "loraprune_layer_shapes"
 

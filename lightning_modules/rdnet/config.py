@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datamodules.image_classification import AugmentConfig, ImageClassificationDataConfig
-from lightning_modules.asr.config import ASRConfig
-from lightning_modules.image_classifier import ClassifierConfig, MixupConfig
+from lightning_modules.attention_reparam.config import ASRConfig
+from lightning_modules.classification.module import ClassifierConfig, MixupConfig
 from tenfold.config import CheckpointConfig, ExperimentConfig, OptimConfig, TrainerConfig
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from torch import nn
 
 from datamodules.image_classification import ImageClassificationDataModule
-from lightning_modules.asr.callbacks import asr_callbacks
-from lightning_modules.image_classifier import ImageClassifier
+from lightning_modules.attention_reparam.callbacks import asr_callbacks
+from lightning_modules.classification.module import ImageClassifier
 from lightning_modules.rdnet.config import RDNetConfig
 from lightning_modules.rdnet.net import build_rdnet
 from tenfold.registry import register_method
@@ -22,7 +22,6 @@ def _callbacks(cfg: RDNetConfig) -> list:
     config=RDNetConfig,
     datamodule=ImageClassificationDataModule,
     callbacks=_callbacks,
-    summary="DenseNets Reloaded (arXiv 2403.19588): timm RDNet-T/S/B/L, ImageNet-1K recipe",
 )
 class RDNetModule(ImageClassifier):
     config_class = RDNetConfig

@@ -11,7 +11,7 @@ from typing import Any
 import timm
 from torch import nn
 
-from lightning_modules.asr.rdnet_asr import apply_asr_to_rdnet, plain_rdnet_kwargs
+from lightning_modules.attention_reparam.rdnet_asr import apply_asr_to_rdnet, plain_rdnet_kwargs
 
 VARIANTS = ("rdnet_tiny", "rdnet_small", "rdnet_base", "rdnet_large")
 # Stochastic-depth rate of the paper's ImageNet-1K recipe, per variant (digest §2.6).

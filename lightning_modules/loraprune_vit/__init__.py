@@ -1,0 +1,1 @@
+"""LoRAPrune on a timm ViT (fused qkv heads, MLP channels)."""
