@@ -30,4 +30,7 @@ METHODS: dict[str, M] = {
     "loraprune_vit": M("lightning_modules.loraprune_vit.module",
                        "LoRAPrune (arXiv 2305.18403) on a timm ViT: heads and MLP channels",
                        extra="llm", predictor="lightning_modules.classification.predict:predict"),
+    "anomaly_aug": M("lightning_modules.anomaly_aug.module",
+                     "Comprehensive anomaly augmentation on DRAEM (arXiv 2308.15068): split training, MVTec AD",
+                     extra="anomaly"),
 }
