@@ -93,7 +93,8 @@ def _header(path: Path) -> tuple[tuple[int, int], str]:
         with Image.open(path) as im:
             return im.size, im.mode
     except (OSError, UnidentifiedImageError, SyntaxError) as exc:
-        raise DataError(f"{path} cannot be read as an image ({type(exc).__name__}: {exc}); remove or replace it") from None
+        raise DataError(f"{path} cannot be read as an image ({type(exc).__name__}: {exc}); "
+                        "remove or replace it") from None
 
 
 def scan_category(root: str, category: str) -> CategoryFiles:
@@ -133,7 +134,8 @@ def scan_category(root: str, category: str) -> CategoryFiles:
             items.append(TestItem(image, defect, mask))
         if masks:
             orphan = sorted(masks.values())[0]
-            raise DataError(f"{orphan}: a mask without its image {test_dir / defect / orphan.name.replace('_mask', '')} "
+            image = test_dir / defect / orphan.name.replace("_mask", "")
+            raise DataError(f"{orphan}: a mask without its image {image} "
                             f"({len(masks)} orphan mask(s) in {mask_dir}); remove it or add the image")
     _check_files(train, items)
     return CategoryFiles(train, items, defects)
@@ -240,8 +242,9 @@ class MVTecDataModule(MethodDataModule):
     def check(self) -> None:
         cfg = self.cfg
         if cfg.image_size % STRIDE or cfg.image_size <= 0:
+            nearest = max(STRIDE, round(cfg.image_size / STRIDE) * STRIDE)
             raise ConfigError(f"data.image_size={cfg.image_size} is not a multiple of {STRIDE} (the discriminative "
-                              f"network pools 5 times): use e.g. {max(STRIDE, round(cfg.image_size / STRIDE) * STRIDE)}")
+                              f"network pools 5 times): use e.g. {nearest}")
         if cfg.procedural.enabled and cfg.root:
             raise ConfigError("set either data.root (an MVTec folder) or data.procedural.enabled=true, not both")
         if not self.root:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def test_datamodule_serves_paired_halves_and_the_test_split(small_set: Path) -> 
     assert dm.half_a.ids == [0, 2, 4, 6] and dm.half_b.ids == [1, 3, 5]
     batch = next(iter(dm.train_dataloader()))
     batch = batch[0] if isinstance(batch, tuple) else batch
-    (xa, ida), (xb, idb) = batch["a"], batch["b"]
+    (xa, ida), (_, idb) = batch["a"], batch["b"]
     assert xa.shape == (2, 3, 32, 32) and set(ida.tolist()) <= {0, 2, 4, 6} and set(idb.tolist()) <= {1, 3, 5}
     sample = dm.test_set[len(dm.test_set) - 1]
     assert 0 <= sample["image"].min() and sample["image"].max() <= 1 and sample["label"] == 1
@@ -69,7 +70,7 @@ def test_masks_resize_with_nearest_neighbours(tmp_path: Path) -> None:
     mask[10:30, 10:31] = 255
     Image.fromarray(mask).save(tmp_path / "m.png")
     small = load_mask(tmp_path / "m.png", 32)
-    assert set(small.unique().tolist()) == {0, 1} and int(small.sum()) == 10 * 11
+    assert set(small.unique().tolist()) == {0, 1} and int(small.sum()) == 10 * 10  # centres of the 2x2 cells
 
 
 def test_procedural_set_goes_to_the_cache_and_is_deterministic(tmp_path: Path) -> None:
@@ -81,7 +82,8 @@ def test_procedural_set_goes_to_the_cache_and_is_deterministic(tmp_path: Path) -
     assert Path(dm.root).is_relative_to(tmp_path / "c")
     other = generate(tmp_path / "again", size=32, n_train=4, n_test_good=2, n_per_defect=1)
     for path in (Path(dm.root) / "disc" / "test" / "crack").iterdir():
-        assert np.array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(other / "disc/test/crack" / path.name)))
+        twin = other / "disc" / "test" / "crack" / path.name
+        assert np.array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(twin)))
 
 
 # ---- bad inputs: each one clear line
@@ -141,6 +143,8 @@ def test_unreadable_image(copy: Path) -> None:
 
 
 def test_cli_errors_are_one_line_exit_2(tmp_path: Path, small_set: Path, capsys: pytest.CaptureFixture) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
     cases = [
         (["--config", "configs/anomaly_aug.yaml"], "data.root is not set"),
         (["--config", "configs/anomaly_aug.yaml", f"data.root={small_set}", "data.category=disc",
@@ -148,13 +152,11 @@ def test_cli_errors_are_one_line_exit_2(tmp_path: Path, small_set: Path, capsys:
         (["--config", "configs/demo/anomaly_aug.yaml", "model.simulation.transparent_beta=[0.5,1.5]",
           f"data.procedural.cache_dir={tmp_path}/c"], "transparent_beta=.*0 < low <= high <= 1"),
         (["--config", "configs/anomaly_aug.yaml", f"data.root={small_set}", "data.category=disc",
-          "data.image_size=32", f"data.anomaly_source_dir={tmp_path}"], "no .jpg"),
+          "data.image_size=32", f"data.anomaly_source_dir={empty}"], "no .jpg"),
     ]
     for args, match in cases:
         assert train_cli(*args, f"run.root={tmp_path}/runs", "logger=none", "trainer.fast_dev_run=true") == 2
         err = capsys.readouterr().err.strip().splitlines()
         errors = [line for line in err if line.startswith("error:")]
         assert len(errors) == 1, err
-        import re
-
         assert re.search(match, errors[0]), errors[0]

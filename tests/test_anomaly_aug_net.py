@@ -86,10 +86,12 @@ def test_a_segmentation_step_leaves_r_bit_identical() -> None:
     module = _module()
     module.net.train()
     optimizer = torch.optim.Adam(module.net.parameters(), lr=1e-2)
-    before = {k: v.clone() for k, v in module.net.reconstructive.state_dict().items()}
-    s_before = {k: v.clone() for k, v in module.net.discriminative.state_dict().items()}
     a, b = _half_batches(0)
     losses = module.split_losses(a, b, torch.Generator().manual_seed(3))
+    # after the forward passes (R's BN statistics moved with half A's batch, as in training; half B's
+    # reconstruction ran in eval mode and moved nothing)
+    before = {k: v.clone() for k, v in module.net.reconstructive.state_dict().items()}
+    s_before = {k: v.clone() for k, v in module.net.discriminative.state_dict().items()}
     losses["seg"].backward()
     optimizer.step()
     after = module.net.reconstructive.state_dict()
