@@ -99,3 +99,12 @@ def test_image_score_is_the_max_of_the_mean_filtered_map() -> None:
     # 5x5 mean filter: the block's window averages 0.5, the hot pixel's only 1/25
     assert float(image_score(amap, 5)) == pytest.approx(0.5, abs=1e-6)
     assert float(image_score(amap[:, :10, :10], 5)) == pytest.approx(1 / 25, abs=1e-6)
+
+
+def test_all_classes_table_has_the_uniform_mean() -> None:
+    from lightning_modules.anomaly_aug.all_classes import table
+
+    rows = {"a": dict.fromkeys(("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "aupro"), 0.9),
+            "b": dict.fromkeys(("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "aupro"), 0.5)}
+    last = table(rows).splitlines()[-1]
+    assert last.startswith("| **mean** | **70.0** |") and last.count("**70.0**") == 5
