@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -32,7 +33,9 @@ def run(root: Path, name: str, seed: int, overrides: list[str], extra: list[str]
     from tenfold.cli import main
 
     run_dir = root / "anomaly_aug" / name
-    if not (run_dir / "checkpoints" / "best.ckpt").is_file():
+    done = (run_dir / "metrics.csv").is_file() and "test/" in (run_dir / "metrics.csv").read_text()
+    if not done:
+        os.environ.pop("TENFOLD_RUN_DIR", None)  # set by the previous in-process run for its DDP children
         code = main(["--config", str(REPO / "configs/demo/anomaly_aug.yaml"), f"run.root={root}", f"run.name={name}",
                      f"seed={seed}", "logger=csv", "export.enabled=false", "trainer.enable_progress_bar=false",
                      "trainer.enable_model_summary=false", *overrides, *extra])
@@ -44,7 +47,7 @@ def run(root: Path, name: str, seed: int, overrides: list[str], extra: list[str]
 def test_metrics(run_dir: Path) -> dict[str, float]:
     with open(run_dir / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
-    return {m: float(next(r[f"test/{m}"] for r in rows if r.get(f"test/{m}"))) for m in METRICS}
+    return {m: float([r[f"test/{m}"] for r in rows if r.get(f"test/{m}")][-1]) for m in METRICS}
 
 
 def shifted_mask_control(run_dir: Path, shift: int = 8) -> dict[str, dict[str, float]]:
@@ -91,8 +94,9 @@ def main() -> None:
             std = statistics.stdev(values) if len(values) > 1 else 0.0
             cells.append(f"{statistics.mean(values):.3f} ± {std:.3f}")
         print(f"| {variant} | {len(rows)} | " + " | ".join(cells) + " |")
-    control = shifted_mask_control(root / "anomaly_aug" / f"framework-s{args.seeds[0]}")
-    print(f"\nshifted-mask control (framework, seed {args.seeds[0]}):")
+    seed = next(s for s in args.seeds if (root / "anomaly_aug" / f"framework-s{s}/checkpoints/best.ckpt").is_file())
+    control = shifted_mask_control(root / "anomaly_aug" / f"framework-s{seed}")
+    print(f"\nshifted-mask control (framework, seed {seed}):")
     print("| ground truth | pixel_auroc | pixel_ap | aupro |\n|---|---|---|---|")
     for name, v in control.items():
         print(f"| {name} | {v['pixel_auroc']:.3f} | {v['pixel_ap']:.3f} | {v['aupro']:.3f} |")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ METRICS = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "aupro")
 def read_test_metrics(run_dir: Path) -> dict[str, float]:
     with open(run_dir / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
-    return {m: float(next(r[f"test/{m}"] for r in rows if r.get(f"test/{m}"))) for m in METRICS}
+    return {m: float([r[f"test/{m}"] for r in rows if r.get(f"test/{m}")][-1]) for m in METRICS}
 
 
 def table(results: dict[str, dict[str, float]]) -> str:
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.classes:
         run_dir = Path(args.root) / "anomaly_aug" / f"{args.group}-{name}"
         if not (run_dir / "metrics.csv").is_file() or "test/" not in (run_dir / "metrics.csv").read_text():
+            os.environ.pop("TENFOLD_RUN_DIR", None)  # left by the previous in-process run
             code = train([*configs, *overrides, f"data.category={name}", f"run.root={args.root}",
                           f"run.name={args.group}-{name}", f"run.group={args.group}"])
             if code != 0:

@@ -86,6 +86,7 @@ class AnomalyAugConfig(ExperimentConfig):
         name="adam", lr=1e-4, weight_decay=0.0, no_weight_decay_1d=False, reference_batch_size=8,
         scheduler="multistep", decay_milestones=[400, 600], decay_rate=0.1))
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
-        max_epochs=700, num_sanity_val_steps=0, check_val_every_n_epoch=50))
+        max_epochs=700, num_sanity_val_steps=0, check_val_every_n_epoch=10))
+    # Checkpoints (and last.ckpt for resume) are written at each validation, every 10 epochs.
     # The final model is the result (DRAEM's protocol): keep checkpoints by step, never select on the test split.
     checkpoint: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(monitor="step", mode="max"))
