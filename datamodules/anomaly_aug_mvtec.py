@@ -13,7 +13,8 @@
   thresholded at 128, with one warning.
 * Training (the paper's split strategy): the sorted `train/good` list, even indices -> half A (the
   reconstructive network's), odd -> half B (the discriminative network's), served as paired loaders
-  (`{"a": ..., "b": ...}`, each with its own distributed sampler under DDP).
+  (`{"a": ..., "b": ...}`); an epoch is one shuffled pass over each half on every rank (under DDP each
+  rank has its own order; the ranks' simulated anomalies differ anyway).
 * Validation and test both read the test split (anomalib's `same_as_test`); checkpoints are kept by step,
   not by a test metric (see the method's config).
 * `procedural.enabled`: the generated MVTec-layout set of `datamodules/anomaly_aug_synthetic.py`, written
@@ -33,7 +34,7 @@ import torch
 from lightning.pytorch.utilities import CombinedLoader
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from datamodules.anomaly_aug_synthetic import generate
 from tenfold.errors import ConfigError, DataError
@@ -280,8 +281,21 @@ class MVTecDataModule(MethodDataModule):
 
     def train_dataloader(self) -> CombinedLoader:
         b = self.cfg.batch_size_per_device
-        return CombinedLoader({"a": self._loader(self.half_a, b, True), "b": self._loader(self.half_b, b, True)},
+        return CombinedLoader({"a": self._train_loader(self.half_a, b), "b": self._train_loader(self.half_b, b)},
                               mode="max_size_cycle")
+
+    def _train_loader(self, dataset: NormalImages, batch: int) -> DataLoader:
+        """One shuffled pass over the half per epoch and rank (DRAEM draws training images at random, it does
+        not partition them). Under DDP each rank gets its own order from a one-replica DistributedSampler,
+        which Lightning leaves in place, so a small half still gives every rank full batches."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.world_size == 1:
+            return self._loader(dataset, batch, train=True)
+        sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True,
+                                     seed=trainer.global_rank + 1000 * self.cfg.procedural.seed)
+        workers = self.cfg.num_workers
+        return DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=len(dataset) >= batch,
+                          num_workers=workers, persistent_workers=workers > 0)
 
     def _eval_loader(self) -> DataLoader:
         return self._loader(self.test_set, self.cfg.eval_batch_size_per_device or self.cfg.batch_size_per_device,
