@@ -236,12 +236,15 @@ class AnomalyAugModule(MethodModule):
         if not self._media():
             return
         k = min(self.cfg.model.log_images, len(maps))
-        images = batch["image"][:k].float()
-        over = overlay(images, maps[:k].float())
+        defect_rows = (batch["label"] > 0).nonzero().flatten()[: k // 2]
+        good_rows = (batch["label"] == 0).nonzero().flatten()[: k - len(defect_rows)]
+        rows = torch.cat((defect_rows, good_rows))  # defects and normals side by side where the batch has both
+        images = batch["image"][rows].float()
+        over = overlay(images, maps[rows].float())
         tiles, captions = [], []
-        for i in range(k):
+        for j, i in enumerate(rows.tolist()):
             name = "good" if int(batch["defect"][i]) < 0 else self.defect_names[int(batch["defect"][i])]
-            tiles += [images[i], over[i], batch["mask"][i].float()]
+            tiles += [images[j], over[j], batch["mask"][i].float()]
             captions += [name, "anomaly map", "ground truth"]
         log_image_grid(self.loggers, f"{stage}/anomaly_maps", [t.detach().cpu() for t in tiles], self.global_step,
                        captions, nrow=9)
