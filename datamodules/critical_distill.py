@@ -23,7 +23,13 @@ from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 from datamodules.digits import CLASS_NAMES as DIGIT_CLASSES
 from datamodules.digits import digit_images
 from lightning_modules.critical_distill.config import Criterion, DistillDataConfig, DistillSource
-from lightning_modules.critical_distill.selection import Selection, dataset_fingerprint, load_scores, select, subset_hash
+from lightning_modules.critical_distill.selection import (
+    Selection,
+    dataset_fingerprint,
+    load_scores,
+    select,
+    subset_hash,
+)
 from tenfold.errors import DataError
 from tenfold.method import ExportMeta, MethodDataModule
 
@@ -71,7 +77,8 @@ def _digits(split_seed: int) -> RealData:
 def _torchvision_cifar(source: DistillSource, root: str | None) -> RealData:
     from torchvision.datasets import CIFAR10, CIFAR100
 
-    cls, folder = (CIFAR10, "cifar-10-batches-py") if source is DistillSource.cifar10 else (CIFAR100, "cifar-100-python")
+    ten = source is DistillSource.cifar10
+    cls, folder = (CIFAR10, "cifar-10-batches-py") if ten else (CIFAR100, "cifar-100-python")
     if not root or not (Path(root) / folder).is_dir():
         raise DataError(f"data.source={source.value} needs data.root: the folder holding torchvision's {folder}/ "
                         f"(got {root!r}); or use data.source=hf with data.hf_name (a local copy or the HF cache)")

@@ -73,6 +73,9 @@ class CriticalDistillModule(MethodModule):
         self.outer_loop, self.inner_loop = (matching.dc_loops(m.ipc, m.dc_outer_loop, m.dc_inner_loop)
                                             if m.algorithm in (Algorithm.dc, Algorithm.dsa) else (1, 0))
         self.eval_epochs = m.eval_epochs if m.eval_epochs is not None else (1000 if self.dsa_strategy else 300)
+        if m.algorithm is Algorithm.mtt and m.mtt.buffer is not None:  # refuse another subset's experts now
+            probe = ConvNet(image_shape[0], self.num_classes, image_shape[1], m.net_width, m.net_depth)
+            mtt.load_buffer(m.mtt.buffer, subset_hash, sum(p.numel() for p in probe.parameters()))
         learn_lr = m.mtt.lr_teacher if m.algorithm is Algorithm.mtt else None
         self.net = SyntheticSet(self.num_classes, m.ipc, self.image_shape, learn_lr)
         self.automatic_optimization = False  # DC takes inner network steps between image steps
@@ -220,8 +223,9 @@ class CriticalDistillModule(MethodModule):
             self._dc_net = self.fresh_net(NET, it)
         else:
             images, labels = self.net()
-            train_classifier(self._dc_net, images.detach(), labels, self.inner_loop, generator(self.cfg.seed, INNER, step),
-                             lr=m.lr_net, momentum=0.0, batch=m.batch_train, dsa_strategy=self.dsa_strategy)
+            train_classifier(self._dc_net, images.detach(), labels, self.inner_loop,
+                             generator(self.cfg.seed, INNER, step), lr=m.lr_net, momentum=0.0,
+                             batch=m.batch_train, dsa_strategy=self.dsa_strategy)
         net = self._dc_net.train()
         loss = self.net.images.new_zeros(())
         for c in self.my_classes():

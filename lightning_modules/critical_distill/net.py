@@ -59,6 +59,7 @@ class SyntheticSet(nn.Module):
         return self.images, self.labels
 
 
-def build_synthetic_set(num_classes: int, ipc: int, image_shape: list[int], learn_lr: float | None = None) -> SyntheticSet:
+def build_synthetic_set(num_classes: int, ipc: int, image_shape: list[int],
+                        learn_lr: float | None = None) -> SyntheticSet:
     """export_meta.yaml's builder: `model.pt` holds the distilled images and labels."""
     return SyntheticSet(num_classes, ipc, image_shape, learn_lr)

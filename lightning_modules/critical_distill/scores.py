@@ -28,10 +28,13 @@ def loss_init(images: Tensor, labels: Tensor, make_net: NetFactory, runs: int, e
     """Sum over the given runs of the mean per-sample loss after epochs 1..`epochs` (divide by `runs`)."""
     total = torch.zeros(len(images), dtype=torch.float64)
     for r in run_ids if run_ids is not None else range(runs):
-        losses = []
-        net = make_net(seed * 1000 + r)
-        train_classifier(net, images, labels, epochs, generator(seed, r, 1), lr=lr, batch=batch,
-                         after_epoch=lambda ep, n: losses.append(per_sample_loss(n, images, labels).double().cpu()))
+        losses: list[Tensor] = []
+
+        def record(epoch: int, net: nn.Module, losses: list[Tensor] = losses) -> None:
+            losses.append(per_sample_loss(net, images, labels).double().cpu())
+
+        train_classifier(make_net(seed * 1000 + r), images, labels, epochs, generator(seed, r, 1), lr=lr,
+                         batch=batch, after_epoch=record)
         total += torch.stack(losses).mean(0)
     return total / runs
 

@@ -52,8 +52,9 @@ def check_labels(labels: np.ndarray) -> int:
     """The number of classes; labels must be exactly 0..K-1, each present."""
     present = np.unique(labels)
     if len(present) == 0 or present[0] != 0 or present[-1] != len(present) - 1:
+        span = f"from {present.min()} to {present.max()}" if len(present) else "(none)"
         raise DataError(f"training labels must be the contiguous integers 0..K-1; got {len(present)} distinct "
-                        f"values from {present.min() if len(present) else None} to {present.max() if len(present) else None}")
+                        f"values {span}")
     return len(present)
 
 
@@ -197,8 +198,8 @@ def select(labels: np.ndarray, criterion: str, scores: np.ndarray | None = None,
         drop_large = side == "large"
     start = start_fraction(drop_ratio, keep_ratio)
     end = exact_ratio(keep_to, "data.selection.keep_to")
-    if end <= start:
-        raise ConfigError(f"data.selection.keep_to={keep_to} must exceed the dropped fraction {float(start)}")
+    if end < start:
+        raise ConfigError(f"data.selection.keep_to={keep_to} must not be below the dropped fraction {float(start)}")
     rng = np.random.default_rng(seed) if criterion == "random" else None
     kept_parts, kept_counts = [], []
     for c, idx in enumerate(per_class):
