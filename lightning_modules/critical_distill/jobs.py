@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_info
-from scipy.stats import spearmanr
 
 from datamodules.critical_distill import load_real_data
 from lightning_modules.critical_distill import scores as estimators
@@ -117,7 +116,3 @@ def run_import(cfg: CriticalScoresImportConfig, run_dir: RunDir, loggers: list[L
     rank_zero_info(f"imported {len(score_file.scores)} {score_file.indicator} scores (fingerprint "
                    f"{score_file.fingerprint}) -> {out}")
     return {"scores/n": float(len(score_file.scores)), "scores/mean": float(score_file.scores.mean())}
-
-
-def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    return float(spearmanr(a, b).statistic)
