@@ -161,3 +161,14 @@ def test_ddp_dm_equals_one_process(tmp_path: Path) -> None:
     assert torch.equal(a, b)
     ev1, ev2 = (json.loads((runs / r / "evaluation.json").read_text()) for r in ("one", "two"))
     assert ev1["accuracies"] == ev2["accuracies"]
+
+
+def test_hf_source_loads_a_local_folder_in_its_order(image_folder: Path) -> None:
+    from datamodules.critical_distill import load_real_data
+    from lightning_modules.critical_distill.config import DistillDataConfig, DistillSource
+
+    data = load_real_data(DistillDataConfig(source=DistillSource.hf, hf_name="imagefolder", root=str(image_folder),
+                                            image_column="image"))
+    assert data.train_x.shape == (12, 3, 24, 24) and data.class_names == ["bars", "dots", "plain"]
+    assert sorted(data.train_y.tolist()) == [0] * 4 + [1] * 4 + [2] * 4 and data.test_x.shape[0] == 12
+    assert data.fingerprint == dataset_fingerprint(data.train_y.numpy())
