@@ -163,6 +163,7 @@ def test_ddp_dm_equals_one_process(tmp_path: Path) -> None:
     assert ev1["accuracies"] == ev2["accuracies"]
 
 
+@pytest.mark.slow  # importing HF datasets and building its cache: tens of seconds here
 def test_hf_source_loads_a_local_folder_in_its_order(image_folder: Path) -> None:
     from datamodules.critical_distill import load_real_data
     from lightning_modules.critical_distill.config import DistillDataConfig, DistillSource
