@@ -91,6 +91,13 @@ class CriticalDistillModule(MethodModule):
 
     # ---- sizes and networks
 
+    def evaluation_budget(self) -> tuple[int, int, int]:
+        """(evaluators, their epochs, validation epochs); a fast_dev_run smoke test trains 2 networks x 2 epochs."""
+        m = self.cfg.model
+        if self._trainer is not None and self.trainer.fast_dev_run:
+            return min(2, m.eval_networks), min(2, self.eval_epochs), min(2, m.val_epochs)
+        return m.eval_networks, self.eval_epochs, m.val_epochs
+
     def distill_steps(self) -> int:
         return self.cfg.model.iterations * self.outer_loop
 
@@ -274,7 +281,7 @@ class CriticalDistillModule(MethodModule):
     def on_validation_epoch_start(self) -> None:
         images, labels = self.net()
         with torch.inference_mode(False), torch.enable_grad():  # Lightning evaluates under inference mode
-            self._val_net = train_on_synthetic(self.fresh_net(VAL, 0), images, labels, self.cfg.model.val_epochs,
+            self._val_net = train_on_synthetic(self.fresh_net(VAL, 0), images, labels, self.evaluation_budget()[2],
                                                generator(self.cfg.seed, VAL, 0), lr=self.cfg.model.eval_lr,
                                                batch=self.cfg.model.batch_train, dsa_strategy=self.dsa_strategy)
 
@@ -291,21 +298,22 @@ class CriticalDistillModule(MethodModule):
     def on_test_epoch_start(self) -> None:
         m = self.cfg.model
         world, rank = self.trainer.world_size, self.global_rank
-        per = math.ceil(m.eval_networks / world)
+        networks, epochs, _ = self.evaluation_budget()
+        per = math.ceil(networks / world)
         images, labels = self.net()
         template = self.fresh_net(EVAL, -1)
         vectors = []
         for j in range(per):
             n = rank * per + j
-            if n < m.eval_networks:
+            if n < networks:
                 with torch.inference_mode(False), torch.enable_grad():  # Lightning tests under inference mode
                     net = train_on_synthetic(self.fresh_net(EVAL, n), images.clone(), labels.clone(),
-                                             self.eval_epochs, generator(self.cfg.seed, EVAL, n), lr=m.eval_lr,
+                                             epochs, generator(self.cfg.seed, EVAL, n), lr=m.eval_lr,
                                              batch=m.batch_train, dsa_strategy=self.dsa_strategy)
                 vectors.append(parameters_to_vector(net.parameters()).detach())
             else:  # padding so every process gathers the same shape
                 vectors.append(torch.zeros_like(parameters_to_vector(template.parameters())))
-        gathered = self.all_gather(torch.stack(vectors)).reshape(-1, vectors[0].numel())[:m.eval_networks]
+        gathered = self.all_gather(torch.stack(vectors)).reshape(-1, vectors[0].numel())[:networks]
         self._test_nets = []
         for vec in gathered:
             net = self.fresh_net(EVAL, -1)
@@ -330,7 +338,7 @@ class CriticalDistillModule(MethodModule):
         self.log("test/acc_std", accs.std(unbiased=False), sync_dist=True)
         if self.trainer.is_global_zero:
             record = {"accuracies": [float(a) for a in accs], "mean": float(accs.mean()),
-                      "std": float(accs.std(unbiased=False)), "epochs": self.eval_epochs,
+                      "std": float(accs.std(unbiased=False)), "epochs": self.evaluation_budget()[1],
                       "dsa": self.dsa_strategy, "subset_hash": self.subset_hash}
             (Path(self.trainer.default_root_dir) / "evaluation.json").write_text(json.dumps(record))
             rank_zero_info(f"test: {len(accs)} evaluators, accuracy {100 * float(accs.mean()):.2f} +- "
