@@ -18,7 +18,7 @@ METHODS: dict[str, M] = {
                   predictor="lightning_modules.deeplens.predict:predict"),
     "deeplens_edof": M("lightning_modules.deeplens_edof.module",
                        "DeepLens EDoF (arXiv 2302.01089): lens + NAFNet restoration trained end to end",
-                       predictor="lightning_modules.deeplens.predict:predict"),
+                       predictor="lightning_modules.deeplens_edof.predict:predict"),
     "face_emotion": M("lightning_modules.face_emotion.module",
                       "Face of Populism (arXiv 2304.09914): per-frame emotion scores of videos (fer's model)",
                       extra="face", predictor="lightning_modules.face_emotion.predict:predict"),
