@@ -30,4 +30,10 @@ METHODS: dict[str, M] = {
     "loraprune_vit": M("lightning_modules.loraprune_vit.module",
                        "LoRAPrune (arXiv 2305.18403) on a timm ViT: heads and MLP channels",
                        extra="llm", predictor="lightning_modules.classification.predict:predict"),
+    "critical_distill": M("lightning_modules.critical_distill.module",
+                          "Distill Gold from Massive Ores (arXiv 2305.18381): critical real samples + DM/DC/DSA/MTT"),
+    "critical_scores": M("lightning_modules.critical_distill.jobs",
+                         "Distill Gold from Massive Ores: LossInit/LossConverge/MonteCarlo utility scores (job)"),
+    "critical_scores_import": M("lightning_modules.critical_distill.jobs",
+                                "Distill Gold from Massive Ores: import the authors' released score files (job)"),
 }
