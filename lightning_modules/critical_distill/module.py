@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -148,7 +147,7 @@ class CriticalDistillModule(MethodModule):
                   "dataset_fingerprint": datamodule.data.fingerprint, "kept_fraction": sel.kept_fraction,
                   "per_class_total": sel.per_class_total, "per_class_kept": sel.per_class_kept,
                   "kept_indices": [int(i) for i in sel.kept]}
-        path = Path(self.trainer.default_root_dir) / "selection.json"
+        path = self.run_dir / "selection.json"
         path.write_text(json.dumps(record))
         numbers = {"selection/kept": len(sel.kept), "selection/kept_fraction": sel.kept_fraction}
         numbers.update({f"selection/kept_class_{c}": k for c, k in enumerate(sel.per_class_kept)})
@@ -163,7 +162,7 @@ class CriticalDistillModule(MethodModule):
         num_params = sum(p.numel() for p in self.fresh_net(EXPERT, -1).parameters())
         path = m.buffer
         if path is None:
-            path = str(Path(self.trainer.default_root_dir) / "mtt_buffer.pt")
+            path = str(self.run_dir / "mtt_buffer.pt")
             if self.trainer.is_global_zero:
                 start = time.perf_counter()
                 trajectories = self.train_experts()
@@ -340,7 +339,7 @@ class CriticalDistillModule(MethodModule):
             record = {"accuracies": [float(a) for a in accs], "mean": float(accs.mean()),
                       "std": float(accs.std(unbiased=False)), "epochs": self.evaluation_budget()[1],
                       "dsa": self.dsa_strategy, "subset_hash": self.subset_hash}
-            (Path(self.trainer.default_root_dir) / "evaluation.json").write_text(json.dumps(record))
+            (self.run_dir / "evaluation.json").write_text(json.dumps(record))
             rank_zero_info(f"test: {len(accs)} evaluators, accuracy {100 * float(accs.mean()):.2f} +- "
                            f"{100 * float(accs.std(unbiased=False)):.2f} %")
 
