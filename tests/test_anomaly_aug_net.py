@@ -131,3 +131,16 @@ def test_draem_joint_training_lets_the_focal_loss_reach_r() -> None:
     losses = module.joint_losses(a, torch.Generator().manual_seed(0))
     grads = torch.autograd.grad(losses["seg"], list(module.net.reconstructive.parameters()), allow_unused=True)
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_paper_config_holds_the_papers_setting() -> None:
+    from tenfold.cli import load_config
+
+    cfg = load_config(["configs/anomaly_aug.yaml"], ["data.root=/data/mvtec"])
+    m, d, o = cfg.model, cfg.data, cfg.optim
+    assert (m.recon_width, m.disc_width, m.score_filter_size, m.split_training) == (128, 64, 21, True)
+    assert (m.simulation.p_clean, m.simulation.mode.value, d.image_size, d.batch_size_per_device) == (0.5, "framework",
+                                                                                                    256, 8)
+    assert (o.name, o.lr, o.scheduler, list(o.decay_milestones), o.decay_rate) == ("adam", 1e-4, "multistep",
+                                                                                  [400, 600], 0.1)
+    assert cfg.trainer.max_epochs == 700 and cfg.checkpoint.monitor == "step"
