@@ -12,9 +12,9 @@ from conftest import REPO, only_run_dir, train_cli, train_subprocess
 
 DEMO = str(REPO / "configs" / "demo" / "anomaly_aug.yaml")
 # Calibrated once on the full demo (benchmarks/anomaly_aug_study.py, seeds 0-2, see the README), then frozen
-# below the lowest of 3 seeds (framework image AUROC 0.75 / 0.98 / 1.00, pixel AUROC 0.86-0.87), so a broken
-# simulator, loss or metric fails it.
-IMAGE_AUROC_GATE = 0.70
+# with room below the lowest of 3 seeds (framework image AUROC 0.75 / 0.98 / 1.00, std 0.14; pixel AUROC
+# 0.86-0.87) for the seed spread; an untrained or broken pipeline scores about 0.5 and fails it.
+IMAGE_AUROC_GATE = 0.65
 PIXEL_AUROC_GATE = 0.80
 HEADLINE = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "aupro")
 
