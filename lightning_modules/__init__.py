@@ -36,4 +36,7 @@ METHODS: dict[str, M] = {
                          "Distill Gold from Massive Ores: LossInit/LossConverge/MonteCarlo utility scores (job)"),
     "critical_scores_import": M("lightning_modules.critical_distill.jobs",
                                 "Distill Gold from Massive Ores: import the authors' released score files (job)"),
+    "anomaly_aug": M("lightning_modules.anomaly_aug.module",
+                     "Comprehensive anomaly augmentation on DRAEM (arXiv 2308.15068): split training, MVTec AD",
+                     extra="anomaly"),
 }
