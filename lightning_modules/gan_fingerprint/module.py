@@ -256,7 +256,7 @@ class FingerprintModule(MethodModule):
 
     def on_validation_epoch_end(self) -> None:
         # Every rank holds G, X and Y: the same number everywhere, no collective needed.
-        self.log("val/r_protected", self._match_rate(self._population.protected.to(self.device)))
+        self.log("val/r_protected", self._match_rate(self._population.protected.to(self.device)), sync_dist=True)
 
     # ---- test = verification over the suspect population
 
@@ -296,7 +296,7 @@ class FingerprintModule(MethodModule):
             gathered = torch.stack([_first_finite(gathered[:, i]) for i in range(gathered.shape[1])])
         summary = self._summarise(gathered.cpu())
         for key, value in summary["metrics"].items():
-            self.log(f"test/{key}", float(value))
+            self.log(f"test/{key}", float(value), sync_dist=True)  # the same value on every rank
         if self.global_rank == 0:
             self._write_report(summary)
 
