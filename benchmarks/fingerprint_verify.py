@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from datamodules.gan_fingerprint import digit_tensors
-from lightning_modules.gan_fingerprint import attacks, fingerprints, verification
-from lightning_modules.gan_fingerprint.classifier import DigitClassifier
-from lightning_modules.gan_fingerprint.gan import Generator
-from lightning_modules.gan_fingerprint.hook import GeneratorHook
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from datamodules.gan_fingerprint import digit_tensors  # noqa: E402
+from lightning_modules.gan_fingerprint import attacks, fingerprints, verification  # noqa: E402
+from lightning_modules.gan_fingerprint.classifier import DigitClassifier  # noqa: E402
+from lightning_modules.gan_fingerprint.gan import Generator  # noqa: E402
+from lightning_modules.gan_fingerprint.hook import GeneratorHook  # noqa: E402
 
 
 @torch.no_grad()
