@@ -53,3 +53,20 @@ def test_demo_registration_verifies_and_binds_the_export(demo_run: Path) -> None
     with pytest.raises(Exception, match="commitment mismatch"):
         commitment.check_commitment(reg, fp["x"], y, model)
     assert torch.equal(fp["y"], load_weights_only(demo_run / "checkpoints" / "best.ckpt")["state_dict"]["fp_y"])
+
+
+@pytest.mark.slow
+def test_dashboards_get_fingerprints_attack_curves_and_r_per_suspect(tmp_path: Path, monkeypatch) -> None:
+    """A tiny population (20 DCGAN iterations): the panels exist, the numbers are not meaningful."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert train_cli("--config", "configs/demo/gan_fingerprint.yaml", f"run.root={tmp_path}", "logger=tensorboard",
+                     "export.enabled=false", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                     "trainer.enable_progress_bar=false", "trainer.num_sanity_val_steps=0",
+                     "data.population.iterations=20", "data.population.classifier_epochs=1",
+                     "model.attack.finetune_iterations=5", "model.embed.surrogate_finetune_iterations=5") == 0
+    events = EventAccumulator(str(only_run_dir(tmp_path, "gan_fingerprint") / "tensorboard")).Reload()
+    assert {"fingerprints/G(x_i)", "test/attack_curves"} <= set(events.Tags()["images"])
+    assert {"test/tau", "test/r/protected", "test/r/independent_s4", "test/auc"} <= set(events.Tags()["scalars"])
