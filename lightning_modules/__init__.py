@@ -31,7 +31,7 @@ METHODS: dict[str, M] = {
                        "LoRAPrune (arXiv 2305.18403) on a timm ViT: heads and MLP channels",
                        extra="llm", predictor="lightning_modules.classification.predict:predict"),
     "gan_fingerprint": M("lightning_modules.gan_fingerprint.module",
-                         "Fingerprinting GANs (arXiv 2106.11760): CFP-AE/iBDv1/iBDv2 on C o G, commitment, verification"),
+                         "Fingerprinting GANs (arXiv 2106.11760): CFP-AE/iBDv1/v2 on C o G, commitment, verification"),
     "gan_fingerprint_gan": M("lightning_modules.gan_fingerprint.module",
                              "Fingerprinting GANs (arXiv 2106.11760): the DCGAN the fingerprints protect"),
 }
