@@ -178,6 +178,10 @@ class FingerprintDataModule(SplitDataModule):
         self.test_set = SuspectIndices(len(self.suspects))
         return self._loader(self.test_set, 1, train=False)
 
+    def export_sample(self, n: int) -> Any:
+        """Real validation digits: C*'s input (no population needed)."""
+        return digit_tensors(self.cfg.digits_split_seed)["val"][0][:n]
+
     def export_meta(self) -> ExportMeta:
         return ExportMeta(input_size=[1, 8, 8], class_names=[str(d) for d in range(10)],
                           extra={"input_range": [-1.0, 1.0]})

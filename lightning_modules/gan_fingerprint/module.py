@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -340,7 +339,7 @@ class FingerprintModule(MethodModule):
         return {"metrics": metrics, "rows": rows, "alpha": m.verify.alpha, "n": n, "design": m.design.value}
 
     def _write_report(self, summary: dict) -> None:
-        path = Path(self.trainer.default_root_dir) / "verification.json"
+        path = self.run_dir / "verification.json"
         path.write_text(json.dumps(summary, indent=1, default=float))
         rank_zero_info("gan_fingerprint verification: " + ", ".join(
             f"{row['name']} r={row['r']:.2f}{'*' if row['verified'] else ''}" for row in summary["rows"])
