@@ -39,4 +39,8 @@ METHODS: dict[str, M] = {
     "anomaly_aug": M("lightning_modules.anomaly_aug.module",
                      "Comprehensive anomaly augmentation on DRAEM (arXiv 2308.15068): split training, MVTec AD",
                      extra="anomaly"),
+    "gan_fingerprint": M("lightning_modules.gan_fingerprint.module",
+                         "Fingerprinting GANs (arXiv 2106.11760): CFP-AE/iBDv1/v2 on C o G, commitment, verification"),
+    "gan_fingerprint_gan": M("lightning_modules.gan_fingerprint.module",
+                             "Fingerprinting GANs (arXiv 2106.11760): the DCGAN the fingerprints protect"),
 }
