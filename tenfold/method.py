@@ -10,7 +10,8 @@ else. A method provides, in `lightning_modules/<name>/`:
       `updates_per_epoch()` when an "epoch" is not one pass over the train loader;
     - `export_model()` (default: a float32 eval-mode copy of `self.net`) and `export_spec()` (how to
       rebuild the exported network: `{"target": "lightning_modules.<m>.net:build", "kwargs": {...}}`);
-    - `onnx_io()`: ONNX input/output names, or None (the default) for no ONNX file;
+    - `onnx_io()`: ONNX input/output names, or None (the default) for no ONNX file; files of its own go
+      under `self.run_dir`;
     - `export_artifacts(model, writer)`: extra files (HF directory, lens prescription, figures), written
       through the `ExportWriter` so every one is atomic and listed in export_meta.yaml.
 * a `MethodDataModule` subclass (in `datamodules/`): `check()` fails early with a `DataError` naming the
@@ -57,6 +58,11 @@ class MethodModule(L.LightningModule):
         # Plain types only, so `load_from_checkpoint` needs no arguments and weights-only loading works.
         self.save_hyperparameters({"config": redact_secrets(config), **data_kwargs})
         self.cfg = from_plain(self.config_class, config)
+
+    @property
+    def run_dir(self) -> Path:
+        """This run's directory (runs/<method>/<run>): where a method writes files of its own."""
+        return Path(self.trainer.default_root_dir)
 
     # ---- optimisation
 

@@ -33,9 +33,17 @@ def _run(videos: Path, out: Path, root: Path, *extra: str) -> int:
                      f"run.root={root}", "logger=none", *extra)
 
 
-def test_writes_fer_format_csvs_and_records_failures(videos: Path, tmp_path: Path) -> None:
+def test_writes_fer_format_csvs_and_records_failures(videos: Path, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
     out = tmp_path / "out"
-    assert _run(videos, out, tmp_path / "runs") == 0
+    with caplog.at_level(logging.INFO):
+        assert _run(videos, out, tmp_path / "runs") == 0
+    progress = [r.getMessage() for r in caplog.records if "videos done" in r.getMessage()]
+    assert [m.split("videos done ")[1].split(",")[0] for m in progress] == [
+        f"{i} (this rank) of 4" for i in (1, 2, 3)]  # broken.avi never completes
+    assert all(m.endswith("frames/s") for m in progress)
     assert sorted(p.name for p in out.glob("*.csv")) == ["astronaut-t300.csv", "camera-t300.csv", "coffee-t300.csv"]
     assert not list(out.glob(".*.tmp")), "a temp file was left behind"
 

@@ -173,7 +173,7 @@ class MPVRModule(MethodModule):
     # ---- reports (rank 0): bank statistics and per-class accuracy, as files and W&B tables
 
     def _report_dir(self) -> Path:
-        return Path(self.trainer.default_root_dir) / "mpvr"
+        return self.run_dir / "mpvr"
 
     def _report_banks(self) -> None:
         count = bank_io.open_clip_token_count()
