@@ -43,4 +43,11 @@ METHODS: dict[str, M] = {
                          "Fingerprinting GANs (arXiv 2106.11760): CFP-AE/iBDv1/v2 on C o G, commitment, verification"),
     "gan_fingerprint_gan": M("lightning_modules.gan_fingerprint.module",
                              "Fingerprinting GANs (arXiv 2106.11760): the DCGAN the fingerprints protect"),
+    "mpvr": M("lightning_modules.mpvr.module",
+              "MPVR (arXiv 2403.11755): zero-shot CLIP with LLM meta-prompted descriptions (S-/DS-TEMP baselines)",
+              extra="mpvr"),
+    "mpvr_queries": M("lightning_modules.mpvr.jobs", "MPVR stage 1: meta-prompt an LLM for query templates",
+                      extra="mpvr"),
+    "mpvr_descriptions": M("lightning_modules.mpvr.jobs", "MPVR stage 2: per-class LLM descriptions -> a bank",
+                           extra="mpvr"),
 }
