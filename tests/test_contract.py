@@ -19,22 +19,25 @@ from tenfold.registry import get_method, load_predictor, locations
 
 METHODS = sorted(locations())
 # Where a method's runnable demo lives when it is not under configs/demo/ (its data is built by the tests).
-EXAMPLES = {"face_emotion": "configs/examples/face_emotion_demo.yaml",
-            "face_emotion_analysis": "configs/face_emotion_analysis.yaml"}
+EXAMPLES = {"face_emotion": "configs/examples/face_emotion_demo.yaml"}
 
 
 def demo_config(method: str) -> str:
+    """The method's demo (configs/demo/), else its example, else its own config file (jobs)."""
     if method in EXAMPLES:
         return EXAMPLES[method]
-    for path in sorted((REPO / "configs" / "demo").glob("*.yaml")):
-        if OmegaConf.load(path).method == method:
-            return str(path.relative_to(REPO))
-    raise AssertionError(f"method '{method}' has no demo config under configs/demo/")
+    for folder in ("demo", "examples", "."):
+        for path in sorted((REPO / "configs" / folder).glob("*.yaml")):
+            if OmegaConf.load(path).get("method") == method:
+                return str(path.relative_to(REPO))
+    raise AssertionError(f"method '{method}' has no config under configs/")
 
 
 def overrides(method: str, face_videos: Path, tmp_path: Path) -> list[str]:
     if method == "face_emotion":
         return [f"data.videos_dir={face_videos}", f"data.output_dir={tmp_path}"]
+    if method == "critical_scores_import":  # the authors' released scores, shipped with the method
+        return ["model.released=lightning_modules/critical_distill/resources/CIFAR10_LossInit.json.gz"]
     return []
 
 
