@@ -35,6 +35,16 @@ warnings.filterwarnings("ignore", message=r"predict returned None if it was on p
 
 
 def run(cfg: Any, validate_only: bool = False) -> dict[str, float]:
+    try:
+        return _run(cfg, validate_only)
+    finally:
+        if cfg.logger is LoggerKind.wandb and "wandb" in sys.modules:
+            import wandb
+
+            wandb.finish()  # Lightning leaves the run open; a later run in this process would log into it
+
+
+def _run(cfg: Any, validate_only: bool) -> dict[str, float]:
     spec = get_method(cfg.method)
     run_dir = resolve_run_dir(cfg)
     if run_dir.resume_from is not None:
@@ -104,10 +114,6 @@ def run_job(spec: MethodSpec, cfg: Any, run_dir: RunDir, validate_only: bool) ->
     finally:
         for logger in loggers:
             logger.finalize(status)
-        if cfg.logger is LoggerKind.wandb:
-            import wandb
-
-            wandb.finish()  # Lightning leaves the run open; a later run in this process would reuse it
     return metrics
 
 

@@ -14,6 +14,7 @@ FIELD_COLOURS = ("tab:blue", "tab:green", "tab:red", "tab:purple", "tab:orange")
 WAVE_COLOURS = ("red", "green", "blue")
 
 
+@torch.no_grad()
 def layout_image(lens: Lens, fields: list[float], hfov: float, depth_mm: float, title: str = "",
                  rays_per_field: int = 7) -> Image.Image:
     """Meridional (y-z) section: surfaces, stop, sensor and a fan of rays for each field."""
