@@ -1,8 +1,13 @@
-"""Predict with an exported run: `python predict.py runs/<method>/<run> image.png [more images]`.
+"""Use a finished run: `python predict.py runs/<method>/<run> [inputs ...] [-o key=value ...]`.
 
-Loads `export/model.pt` into the network named in `export/export_meta.yaml`, preprocesses each
-image as the run's evaluation transform did, and prints one JSON line per image with the top-k
-classes and probabilities.
+The run's method (from its config.yaml) chooses the predictor named in the registry line
+(`lightning_modules/__init__.py`); each prints one JSON line per result:
+  classifiers (rdnet, asr, loraprune_vit)  image files -> top-k classes        (-o top_k=5)
+  loraprune                                prompts -> generated text           (-o max_new_tokens=32)
+  deeplens                                 no input -> spot/PSF report of the exported lens (-o fields=0,0.7,1)
+  deeplens_edof                            image files -> restored PNGs under <run>/predictions/
+  face_emotion                             video or image files -> fer-format CSVs under <run>/predictions/
+A method without a predictor is refused in one line.
 """
 
 from __future__ import annotations
@@ -12,43 +17,38 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-from timm.data import create_transform
+from omegaconf import OmegaConf
 
-from datamodules.image_folder import load_image
-from tenfold.errors import TenfoldError, one_line
-from tenfold.export import load_export
+from tenfold.errors import ConfigError, TenfoldError, one_line
+from tenfold.registry import load_predictor
 
 
-def predict(run_dir: Path, images: list[Path], top_k: int = 5) -> list[dict]:
-    model, meta = load_export(run_dir / "export")
-    transform = create_transform(
-        input_size=tuple(meta["input_size"]),
-        is_training=False,
-        interpolation=meta["interpolation"],
-        mean=tuple(meta["mean"]),
-        std=tuple(meta["std"]),
-        crop_pct=meta["crop_pct"],
-    )
-    names = meta["class_names"]
-    batch = torch.stack([transform(load_image(str(path))) for path in images])  # (N, 3, H, W)
-    with torch.inference_mode():
-        probs = model(batch).softmax(dim=-1)
-    top = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
-    return [
-        {"image": str(path), "top": [{"class": names[i], "prob": round(float(p), 4)} for p, i in zip(ps, ids)]}
-        for path, ps, ids in zip(images, top.values, top.indices)
-    ]
+def run_method(run_dir: Path) -> str:
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml): pass runs/<method>/<run>")
+    return str(OmegaConf.load(config).method)
+
+
+def parse_options(items: list[str]) -> dict[str, str]:
+    bad = [item for item in items if "=" not in item]
+    if bad:
+        raise ConfigError(f"-o {bad[0]}: options are key=value (e.g. -o top_k=3)")
+    return dict(item.split("=", 1) for item in items)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="predict.py", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path, help="a run directory holding export/")
-    parser.add_argument("images", type=Path, nargs="+", help="image files")
-    parser.add_argument("--top-k", type=int, default=5)
+    parser = argparse.ArgumentParser(prog="predict.py", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("run_dir", type=Path, help="a run directory (runs/<method>/<run>)")
+    parser.add_argument("inputs", nargs="*", help="what the method predicts on (image/video files, prompts)")
+    parser.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a predictor option, e.g. -o top_k=3")
     args = parser.parse_args(argv)
     try:
-        for row in predict(args.run_dir, args.images, args.top_k):
+        method = run_method(args.run_dir)
+        predictor = load_predictor(method)
+        for row in predictor(args.run_dir, args.inputs, parse_options(args.option)):
             print(json.dumps(row))
     except TenfoldError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)

@@ -40,7 +40,7 @@ from lightning_modules.optics import Lens, pupil_samples  # noqa: E402
 from tenfold.config import compose, read_yaml  # noqa: E402
 
 CONFIG = REPO / "configs" / "examples" / "deeplens_cooke.yaml"
-CLASSIC = REPO / "lightning_modules" / "deeplens" / "prescriptions" / "cooke_triplet.json"
+CLASSIC = REPO / "lightning_modules" / "optics" / "prescriptions" / "cooke_triplet.json"
 
 
 def evaluate(lens: Lens, spec) -> dict[str, float]:

@@ -14,13 +14,14 @@ Part 1, in this process (same net, data, batch, optimizer, loss and torch thread
   with two intra-op threads on a 2-core machine any other busy process stalls every OpenMP barrier (measured
   20x slower), which buries a few percent of overhead; `--threads 2` measures at torch's default anyway.
 
-Part 2 (`--skip-ddp` leaves it out): `train.py` as a subprocess with `trainer.strategy=ddp` on CPU (gloo), for
-  1 process with Lightning's thread count (cores / ranks), 1 process x 1 thread, and 2 processes with Lightning's
-  thread count. Startup and imports are left out by timestamping, here, the progress line the run prints after
-  every update (`trainer.log_every_n_steps=1`): images/s = global batch x `--steps` / time from the line of update
-  `warmup` to that of update `warmup + steps`. Epoch ends, with the platform's last.ckpt save, fall inside that
-  window as in a real run. ratio = 2 processes / 1 process, in global images/s: 2.0 would be linear scaling; on
-  2 cores the ranks share the cores one process could use, so about 1 (or below, under other load) is expected.
+Part 2 (`--skip-ddp` leaves it out): `train.py` as a subprocess with `trainer.strategy=ddp` on CPU (gloo), for 1
+  process with tenfold's thread count (cores / local ranks, tenfold/threads.py), 1 process x 1 thread, and 2
+  processes with tenfold's thread count. Startup and imports are left out by timestamping, here, the progress line
+  the run prints after every update (`trainer.log_every_n_steps=1`): images/s = global batch x `--steps` / time from
+  the line of update `warmup` to that of update `warmup + steps`. Epoch ends, with the platform's last.ckpt save,
+  fall inside that window as in a real run. ratio = 2 processes / 1 process, in global images/s: 2.0 would be linear
+  scaling; on 2 cores the ranks share the cores one process could use, so about 1 (or below, under other load) is
+  expected.
 
     python benchmarks/platform_overhead.py [--steps 20] [--warmup 3] [--rounds 3] [--batch 64] [--threads 1]
                                            [--skip-ddp] [--json out.json]
@@ -59,11 +60,12 @@ from tenfold.config import to_plain
 from tenfold.optim import scaled_lr
 from tenfold.registry import get_method
 from tenfold.run_dir import RUN_DIR_ENV
+from tenfold.threads import available_cores
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "demo" / "rdnet.yaml"
-# The line LogLinesCallback prints after an update: "epoch 0 step 12 lr=... (1.43 steps/s)".
-STEP_LINE = re.compile(r"\bstep (\d+) lr=")
+# The line LogLinesCallback prints after an update: "epoch 0/1 step 12/20 lr=... (1.43 steps/s, ETA 0:05)".
+STEP_LINE = re.compile(r"\bstep (\d+)/\d+ lr=")
 
 
 # ---- part 1: one process
@@ -207,25 +209,23 @@ def compare_in_process(batch: int, warmup: int, steps: int, rounds: int) -> dict
 # ---- part 2: DDP subprocesses
 
 
-def lightning_threads(processes: int) -> int:
-    """The threads Lightning's launcher gives each rank unless OMP_NUM_THREADS is set (`_set_num_threads_if_needed`)."""
-    if "OMP_NUM_THREADS" in os.environ:
-        return int(os.environ["OMP_NUM_THREADS"])
-    return max(1, len(os.sched_getaffinity(0)) // processes)
+def platform_threads(processes: int) -> int:
+    """The threads tenfold gives each of `processes` local ranks when `threads=` is not set (tenfold/threads.py)."""
+    return max(1, available_cores() // processes)
 
 
 def train_py_rate(processes: int, threads: int, batch: int, warmup: int, steps: int) -> dict[str, Any]:
     """Global images/s of `train.py` with `processes` DDP ranks on CPU, from its own per-update lines."""
     env = {k: v for k, v in os.environ.items() if k != RUN_DIR_ENV}
-    env["OMP_NUM_THREADS"] = str(threads)  # read by torch at start; Lightning leaves a set value alone
     with tempfile.TemporaryDirectory(prefix="tenfold-bench-") as root:
         command = [
             sys.executable, str(REPO / "train.py"), "--config", str(CONFIG),
-            "logger=none", f"run.root={root}", "run.name=bench", "export.enabled=false", "run.test=false",
+            "logger=none", f"run.root={root}", "run.name=bench", f"threads={threads}", "export.enabled=false",
+            "run.test=false",
             "trainer.accelerator=cpu", "trainer.strategy=ddp", f"trainer.devices={processes}",
             f"trainer.max_steps={warmup + steps}", "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0",
             "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-            "trainer.log_every_n_steps=1", f"data.batch_size_per_device={batch}",
+            "trainer.log_every_n_steps=1", "run.progress_every_s=0", f"data.batch_size_per_device={batch}",
         ]
         stamps: dict[int, float] = {}
         tail: deque[str] = deque(maxlen=30)
@@ -319,9 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     local = compare_in_process(args.batch, args.warmup, args.steps, args.rounds)
     ddp = None
     if not args.skip_ddp:
-        # Lightning's own thread counts (cores / ranks) for 1 and 2 ranks, and 1 process x 1 thread between them:
+        # tenfold's thread counts (cores / local ranks) for 1 and 2 ranks, and 1 process x 1 thread between them:
         # on a few cores that separates the gain from fewer threads per process from the gain of a second rank.
-        plan = dict.fromkeys([(1, lightning_threads(1)), (1, 1), (2, lightning_threads(2))])
+        plan = dict.fromkeys([(1, platform_threads(1)), (1, 1), (2, platform_threads(2))])
         ddp = [train_py_rate(n, threads, args.batch, args.warmup, args.steps) for n, threads in plan]
     result = {
         "config": str(CONFIG.relative_to(REPO)), "batch": args.batch, "steps": args.steps, "warmup": args.warmup,

@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 from lightning_modules.optics import Lens, pupil_samples, rms_spot  # noqa: E402
 from lightning_modules.optics.materials import WAVE_D  # noqa: E402
 
-COOKE = REPO / "lightning_modules" / "deeplens" / "prescriptions" / "cooke_triplet.json"
+COOKE = REPO / "lightning_modules" / "optics" / "prescriptions" / "cooke_triplet.json"
 FIELD = (0.0, 0.7)
 HFOV = math.radians(20)
 

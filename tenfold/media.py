@@ -8,6 +8,7 @@ captioned grid per call rather than N separate thumbnails.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,6 +53,25 @@ def _captioned(tile: torch.Tensor, text: str) -> torch.Tensor:
     canvas.paste(picture, (0, 0))
     ImageDraw.Draw(canvas).text((2, picture.height + 1), text, fill="black")
     return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1)
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def figure_image(fig: Any) -> Image.Image:
+    """A matplotlib figure as an RGB PIL image (the figure is closed)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    pyplot().close(fig)
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
 
 
 def log_image(loggers: Sequence[Any], key: str, image: Any, step: int, caption: str | None = None) -> None:

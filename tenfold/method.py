@@ -6,10 +6,12 @@ else. A method provides, in `lightning_modules/<name>/`:
 * a `MethodModule` subclass (`module.py`) with `config_class` set. The base class owns the constructor
   (`save_hyperparameters` of the plain, redacted config plus the datamodule's `module_kwargs()`, and a
   typed `self.cfg`), the optimizer/LR-schedule helper and the train-loss log. A method overrides:
-    - `optimizer_parameters()` when not every trainable parameter is optimised the same way;
+    - `optimizer_parameters()` when not every trainable parameter is optimised the same way, and
+      `updates_per_epoch()` when an "epoch" is not one pass over the train loader;
     - `export_model()` (default: a float32 eval-mode copy of `self.net`) and `export_spec()` (how to
       rebuild the exported network: `{"target": "lightning_modules.<m>.net:build", "kwargs": {...}}`);
-    - `onnx_io()`: ONNX input/output names, or None (the default) for no ONNX file;
+    - `onnx_io()`: ONNX input/output names, or None (the default) for no ONNX file; files of its own go
+      under `self.run_dir`;
     - `export_artifacts(model, writer)`: extra files (HF directory, lens prescription, figures), written
       through the `ExportWriter` so every one is atomic and listed in export_meta.yaml.
 * a `MethodDataModule` subclass (in `datamodules/`): `check()` fails early with a `DataError` naming the
@@ -57,6 +59,11 @@ class MethodModule(L.LightningModule):
         self.save_hyperparameters({"config": redact_secrets(config), **data_kwargs})
         self.cfg = from_plain(self.config_class, config)
 
+    @property
+    def run_dir(self) -> Path:
+        """This run's directory (runs/<method>/<run>): where a method writes files of its own."""
+        return Path(self.trainer.default_root_dir)
+
     # ---- optimisation
 
     def optimizer_parameters(self) -> nn.Module | Iterable[dict]:
@@ -70,12 +77,15 @@ class MethodModule(L.LightningModule):
         lr = scaled_lr(self.cfg.optim, global_batch)
         optimizer = build_optimizer(self.optimizer_parameters(), self.cfg.optim, lr)
         total = int(trainer.estimated_stepping_batches)
-        if trainer.max_epochs and trainer.max_epochs > 0 and trainer.max_steps == -1:
-            per_epoch = max(1, total // trainer.max_epochs)
-        else:
-            per_epoch = max(1, int(trainer.num_training_batches) // trainer.accumulate_grad_batches)
         self.log_run_numbers({"optim/global_batch": global_batch, "optim/base_lr": lr, "optim/total_updates": total})
-        return optimizers_with_schedule(optimizer, self.cfg.optim, total, per_epoch)
+        return optimizers_with_schedule(optimizer, self.cfg.optim, total, self.updates_per_epoch(total))
+
+    def updates_per_epoch(self, total_updates: int) -> int:
+        """Optimizer updates per epoch, which converts the config's epoch-based warm-up and milestones."""
+        trainer = self.trainer
+        if trainer.max_epochs and trainer.max_epochs > 0 and trainer.max_steps == -1:
+            return max(1, total_updates // trainer.max_epochs)
+        return max(1, int(trainer.num_training_batches) // trainer.accumulate_grad_batches)
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
         # timm schedulers follow the number of completed optimizer updates (smooth warm-up, exact resume).

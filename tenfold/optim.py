@@ -70,10 +70,3 @@ def optimizers_with_schedule(optimizer: Optimizer, cfg: OptimConfig, total_updat
     if scheduler is None:
         return optimizer
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-class TimmSchedulerSteps:
-    """LightningModule mixin: timm schedulers are driven by the number of completed optimizer updates."""
-
-    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
-        scheduler.step_update(num_updates=self.global_step)

@@ -113,3 +113,16 @@ def get_method(name: str) -> MethodSpec:
 
 
 _OWN_PACKAGES = ("tenfold", "lightning_modules", "datamodules", "callbacks")
+# (run directory, inputs, options) -> one dict per result (printed as a JSON line)
+Predictor = Callable[[Any, list[str], dict[str, str]], Any]
+
+
+def load_predictor(name: str) -> Predictor:
+    """The method's predictor (see tenfold/method.py), or one ConfigError saying it has none."""
+    where = location(name)
+    if where.predictor is None:
+        raise ConfigError(f"method '{name}' has no predictor: its results are the files in its run directory "
+                          "(report/, metrics.csv, export/)")
+    get_method(name)  # the extra check, with its one-line message
+    module_name, _, func = where.predictor.partition(":")
+    return getattr(importlib.import_module(module_name), func)

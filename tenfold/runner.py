@@ -12,6 +12,7 @@ from dataclasses import asdict
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
@@ -34,6 +35,16 @@ warnings.filterwarnings("ignore", message=r"predict returned None if it was on p
 
 
 def run(cfg: Any, validate_only: bool = False) -> dict[str, float]:
+    try:
+        return _run(cfg, validate_only)
+    finally:
+        if cfg.logger is LoggerKind.wandb and "wandb" in sys.modules:
+            import wandb
+
+            wandb.finish()  # Lightning leaves the run open; a later run in this process would log into it
+
+
+def _run(cfg: Any, validate_only: bool) -> dict[str, float]:
     spec = get_method(cfg.method)
     run_dir = resolve_run_dir(cfg)
     if run_dir.resume_from is not None:
@@ -65,6 +76,11 @@ def run(cfg: Any, validate_only: bool = False) -> dict[str, float]:
         # Methods that only score data (pretrained models): predict writes their outputs.
         trainer.predict(module, datamodule=datamodule, return_predictions=False)
         return {}
+    if cfg.trainer.enable_model_summary is not False and module.example_input_array is None:
+        # One real input lets the model summary count FLOPs and show in/out sizes (else its FLOPs column reads 0).
+        sample = datamodule.export_sample(1)
+        if isinstance(sample, torch.Tensor):
+            module.example_input_array = sample
     ckpt = str(run_dir.resume_from) if run_dir.resume_from else None
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
     best = _keep_best_checkpoint(trainer, run_dir)
@@ -98,10 +114,6 @@ def run_job(spec: MethodSpec, cfg: Any, run_dir: RunDir, validate_only: bool) ->
     finally:
         for logger in loggers:
             logger.finalize(status)
-        if cfg.logger is LoggerKind.wandb:
-            import wandb
-
-            wandb.finish()  # Lightning leaves the run open; a later run in this process would reuse it
     return metrics
 
 
@@ -152,7 +164,7 @@ def build_trainer(cfg: Any, spec: MethodSpec, run_dir: RunDir) -> L.Trainer:
             update_starting_at_step=cfg.ema.update_starting_at_step,
         ))
     if not show_bar:
-        callbacks.append(LogLinesCallback(cfg.trainer.log_every_n_steps))
+        callbacks.append(LogLinesCallback(cfg.trainer.log_every_n_steps, cfg.run.progress_every_s))
     loggers = build_loggers(
         cfg.logger, cfg.wandb, run_dir.path, run_dir.path.name, run_dir.wandb_id, cfg.run.tags, cfg.run.group
     )

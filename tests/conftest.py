@@ -100,3 +100,38 @@ def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     pixels[::6, ::6] = 255
                 Image.fromarray(pixels).save(folder / f"{i}.png")
     return root
+
+
+FRAMES = 12
+BLANK_EVERY = 4  # astronaut video: frames 0, 4, 8 are blank, so fer would give them no row
+
+
+def write_avi(path: Path, frames: list[np.ndarray]) -> None:
+    import cv2
+
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (w, h))
+    assert writer.isOpened(), "OpenCV cannot write MJPG .avi here"
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+
+
+def _bgr(rgb_or_gray: np.ndarray) -> np.ndarray:
+    image = np.stack([rgb_or_gray] * 3, axis=-1) if rgb_or_gray.ndim == 2 else rgb_or_gray
+    return np.ascontiguousarray(image[..., ::-1])
+
+
+@pytest.fixture(scope="session")
+def face_videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """astronaut.avi (a smiling face, some blank frames), camera.avi and coffee.avi (no frontal face), broken.avi."""
+    import skimage.data
+
+    root = tmp_path_factory.mktemp("videos")
+    face = _bgr(skimage.data.astronaut())
+    blank = np.full_like(face, 128)
+    write_avi(root / "astronaut.avi", [blank if i % BLANK_EVERY == 0 else face for i in range(FRAMES)])
+    write_avi(root / "camera.avi", [_bgr(skimage.data.camera())] * FRAMES)
+    write_avi(root / "coffee.avi", [_bgr(skimage.data.coffee())] * FRAMES)
+    (root / "broken.avi").write_bytes(b"RIFF\x00\x00\x00\x00AVI not really a video" * 10)
+    return root

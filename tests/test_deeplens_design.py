@@ -143,7 +143,7 @@ def test_missing_prescription_is_one_clear_error(tmp_path: Path, capsys: pytest.
                      f"model.init.prescription={tmp_path}/nope.json")
     assert code != 0
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "lens prescription not found" in err and "nope.json" in err
+    assert "model.init.prescription=" in err and "no such file" in err and "nope.json" in err
 
 
 def test_unknown_glass_in_the_flat_start_names_the_catalogue(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -13,12 +13,13 @@ import torch
 import torch.nn.functional as F
 
 from conftest import REPO, only_run_dir, train_cli, train_subprocess
+from datamodules.image_patches import ImagePatchesDataModule
 from lightning_modules.deeplens_edof.config import EdofExperimentConfig
 from lightning_modules.deeplens_edof.module import DeepLensEdofModule
 from lightning_modules.optics import Lens
 from tenfold.cli import load_config
 from tenfold.config import to_plain
-from tenfold.errors import ConfigError
+from tenfold.errors import ConfigError, DataError
 from tenfold.export import load_export
 
 DEMO = "configs/demo/deeplens_edof.yaml"
@@ -225,5 +226,6 @@ def test_bad_input_is_named() -> None:
         demo_module("model.lens_file=missing.json")
     with pytest.raises(ConfigError, match="model.psf_ks=24 must be odd"):
         demo_module("model.psf_ks=24")
-    with pytest.raises(ConfigError, match="data.root"):
-        load_config([str(REPO / "configs/deeplens_edof.yaml")], [])
+    paper = load_config([str(REPO / "configs/deeplens_edof.yaml")], [])
+    with pytest.raises(DataError, match="needs data.root: set data.root=/path/to/DIV2K"):
+        ImagePatchesDataModule(paper.data).check()

@@ -37,7 +37,7 @@ from tenfold.errors import ConfigError
 # design): float() of a tensor that requires grad is fine here.
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True to a scalar")
 
-PRESCRIPTIONS = Path(__file__).resolve().parents[1] / "lightning_modules" / "deeplens" / "prescriptions"
+PRESCRIPTIONS = Path(__file__).resolve().parents[1] / "lightning_modules" / "optics" / "prescriptions"
 INF = -math.inf  # collimated light, as in the reference computations
 
 
@@ -376,7 +376,7 @@ def test_malformed_prescription_is_one_clear_error(tmp_path: Path, content: str,
 
 
 def test_missing_prescription_names_the_examples(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="lens prescription not found.*prescriptions"):
+    with pytest.raises(ConfigError, match="no such file.*prescriptions"):
         Lens.from_json(tmp_path / "nope.json")
 
 

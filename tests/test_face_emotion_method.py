@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 import textwrap
@@ -12,44 +13,19 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-import skimage.data
 
-from conftest import REPO, train_cli
+from conftest import BLANK_EVERY, FRAMES, REPO, train_cli
 from lightning_modules.face_emotion import module as _face_emotion  # noqa: F401  (registers the method)
 from lightning_modules.face_emotion.emotion_net import EMOTIONS
 from lightning_modules.face_emotion.preview import BOX_COLOUR
 
 CONFIG = "configs/examples/face_emotion_demo.yaml"
-FRAMES = 12
-BLANK_EVERY = 4  # astronaut video: frames 0, 4, 8 are blank, so fer would give them no row
 FER_COLUMNS = ["box0", *(f"{e}0" for e in EMOTIONS)]
 
 
-def _write_avi(path: Path, frames: list[np.ndarray]) -> None:
-    h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (w, h))
-    assert writer.isOpened(), "OpenCV cannot write MJPG .avi here"
-    for frame in frames:
-        writer.write(frame)
-    writer.release()
-
-
-def _bgr(rgb_or_gray: np.ndarray) -> np.ndarray:
-    image = np.stack([rgb_or_gray] * 3, axis=-1) if rgb_or_gray.ndim == 2 else rgb_or_gray
-    return np.ascontiguousarray(image[..., ::-1])
-
-
 @pytest.fixture(scope="module")
-def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """astronaut.avi (a smiling face, some blank frames), camera.avi and coffee.avi (no frontal face), broken.avi."""
-    root = tmp_path_factory.mktemp("videos")
-    face = _bgr(skimage.data.astronaut())
-    blank = np.full_like(face, 128)
-    _write_avi(root / "astronaut.avi", [blank if i % BLANK_EVERY == 0 else face for i in range(FRAMES)])
-    _write_avi(root / "camera.avi", [_bgr(skimage.data.camera())] * FRAMES)
-    _write_avi(root / "coffee.avi", [_bgr(skimage.data.coffee())] * FRAMES)
-    (root / "broken.avi").write_bytes(b"RIFF\x00\x00\x00\x00AVI not really a video" * 10)
-    return root
+def videos(face_videos: Path) -> Path:
+    return face_videos
 
 
 def _run(videos: Path, out: Path, root: Path, *extra: str) -> int:
@@ -57,9 +33,17 @@ def _run(videos: Path, out: Path, root: Path, *extra: str) -> int:
                      f"run.root={root}", "logger=none", *extra)
 
 
-def test_writes_fer_format_csvs_and_records_failures(videos: Path, tmp_path: Path) -> None:
+def test_writes_fer_format_csvs_and_records_failures(videos: Path, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
     out = tmp_path / "out"
-    assert _run(videos, out, tmp_path / "runs") == 0
+    with caplog.at_level(logging.INFO):
+        assert _run(videos, out, tmp_path / "runs") == 0
+    progress = [r.getMessage() for r in caplog.records if "videos done" in r.getMessage()]
+    assert [m.split("videos done ")[1].split(",")[0] for m in progress] == [
+        f"{i} (this rank) of 4" for i in (1, 2, 3)]  # broken.avi never completes
+    assert all(m.endswith("frames/s") for m in progress)
     assert sorted(p.name for p in out.glob("*.csv")) == ["astronaut-t300.csv", "camera-t300.csv", "coffee-t300.csv"]
     assert not list(out.glob(".*.tmp")), "a temp file was left behind"
 
@@ -78,6 +62,28 @@ def test_writes_fer_format_csvs_and_records_failures(videos: Path, tmp_path: Pat
     assert (out / "camera-t300.csv").read_text().strip() == '""'
     failed = (out / "failed.txt").read_text().splitlines()
     assert [line.split("\t")[0] for line in failed] == [str(videos / "broken.avi")]
+
+
+def test_predict_scores_a_video_and_an_image_like_the_run(videos: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    import skimage.data
+    from PIL import Image
+
+    from conftest import only_run_dir
+    from predict import main as predict_main
+
+    out = tmp_path / "out"
+    assert _run(videos, out, tmp_path / "runs") == 0
+    run = only_run_dir(tmp_path / "runs", "face_emotion")
+    Image.fromarray(skimage.data.astronaut()).save(tmp_path / "face.png")
+    capsys.readouterr()
+    assert predict_main([str(run), str(videos / "astronaut.avi"), str(tmp_path / "face.png")]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["frames_with_faces"] for row in rows] == [FRAMES - FRAMES // BLANK_EVERY, 1]
+    # The same pipeline as `trainer.predict`: byte-identical CSV for the same video.
+    assert Path(rows[0]["csv"]).read_bytes() == (out / "astronaut-t300.csv").read_bytes()
+    image_scores = pd.read_csv(rows[1]["csv"], index_col=0)
+    assert image_scores[[f"{e}0" for e in EMOTIONS]].idxmax(axis=1).tolist() == ["happy0"]
 
 
 def test_preview_marks_the_first_face_frame(videos: Path, tmp_path: Path) -> None:

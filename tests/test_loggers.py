@@ -50,3 +50,16 @@ def test_csv_is_always_kept(tmp_path: Path) -> None:
                                                        [], None)]
     assert kinds == ["ResumableCSVLogger", "TensorBoardLogger"]
     assert build_loggers(LoggerKind.none, WandbConfig(), tmp_path, "r", "id", [], None) == []
+
+
+def test_wandb_watch_logs_gradient_and_parameter_histograms(tmp_path, monkeypatch) -> None:
+    from conftest import TINY, only_run_dir, train_cli
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    overrides = [o for o in TINY if not o.startswith("logger=")]
+    assert train_cli("--config", "configs/demo/rdnet.yaml", f"run.root={tmp_path}", *overrides, "logger=wandb",
+                     "wandb.watch=true", "trainer.log_every_n_steps=1", "export.enabled=false") == 0
+    (log,) = only_run_dir(tmp_path).glob("wandb/offline-run-*/run-*.wandb")
+    records = log.read_bytes()  # history rows are protobuf records: their keys appear verbatim
+    assert b"gradients/net." in records and b"parameters/net." in records

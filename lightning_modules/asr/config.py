@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 from datamodules.image_classification import AugmentConfig, CropMode, DataSource, ImageClassificationDataConfig
@@ -13,11 +14,23 @@ CIFAR_MEAN = [0.4914, 0.4822, 0.4465]
 CIFAR_STD = [0.2023, 0.1994, 0.2010]
 
 
+class Attention(enum.StrEnum):  # the keys of attention_reparam.attention.ATTENTIONS
+    se = "se"
+    ese = "ese"
+
+
+class ResNetVariant(enum.StrEnum):
+    baseline = "baseline"
+    se = "se"
+    asr = "asr"  # ASR(SE): SE on a learnable input psi, folded into bn3 at export
+    asr_se = "asr_se"  # ASR(SE) + SE
+
+
 @dataclass
 class ResNetASRModelConfig(ClassifierConfig):
-    variant: str = "asr"  # baseline | se | asr (ASR(SE)) | asr_se (ASR(SE) + SE)
+    variant: ResNetVariant = ResNetVariant.asr
     depth: int = 164  # 9n+2
-    attention: str = "se"  # the attention module ASR wraps
+    attention: Attention = Attention.se  # the attention module ASR wraps
 
 
 @dataclass

@@ -18,6 +18,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_modules.classification.prediction_samples import PredictionSamplesCallback
+from lightning_modules.classification.test_panels import TestPanelsCallback
 from tenfold.method import MethodModule
 
 
@@ -81,7 +82,7 @@ class ImageClassifier(MethodModule, ABC):
         return self.net
 
     def configure_callbacks(self) -> list:
-        return [PredictionSamplesCallback()]
+        return [PredictionSamplesCallback(), TestPanelsCallback()]
 
     # ---- steps
 

@@ -177,6 +177,9 @@ class LensDesignModule(MethodModule):
             g["lr"] *= self.cfg.optim.lr  # optim.lr scales every group (1.0: the official rates)
         return groups
 
+    def updates_per_epoch(self, total_updates: int) -> int:
+        return self.cfg.data.steps_per_epoch  # an epoch is `steps_per_epoch` design steps
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The stop radius follows the curriculum each step; a stored lens always has the target aperture.
         set_stop_for_aperture(self.lens, self.cfg.model.spec, 1.0)
@@ -186,7 +189,7 @@ class LensDesignModule(MethodModule):
     # ---- export
 
     def export_model(self) -> Lens:
-        lens = copy.deepcopy(self.lens).cpu()
+        lens = copy.deepcopy(self.lens).cpu().eval()
         set_stop_for_aperture(lens, self.cfg.model.spec, 1.0)
         return lens
 

@@ -2,43 +2,23 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
 from PIL import Image
 
 from lightning_modules.optics import Lens, spot_diagram
 from lightning_modules.optics.materials import WAVE_D
+from tenfold.media import figure_image, pyplot
 
 FIELD_COLOURS = ("tab:blue", "tab:green", "tab:red", "tab:purple", "tab:orange")
 WAVE_COLOURS = ("red", "green", "blue")
-
-
-def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ImportError("lens pictures need matplotlib: pip install matplotlib (or -e .[test])") from exc
-    return plt
-
-
-def _to_image(fig) -> Image.Image:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    _pyplot().close(fig)
-    buffer.seek(0)
-    return Image.open(buffer).convert("RGB")
 
 
 @torch.no_grad()
 def layout_image(lens: Lens, fields: list[float], hfov: float, depth_mm: float, title: str = "",
                  rays_per_field: int = 7) -> Image.Image:
     """Meridional (y-z) section: surfaces, stop, sensor and a fan of rays for each field."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4))
     for surface in lens.surfaces:
         y = torch.linspace(-surface.r, surface.r, 101, dtype=lens.dtype)
@@ -66,14 +46,14 @@ def layout_image(lens: Lens, fields: list[float], hfov: float, depth_mm: float, 
     ax.set_xlabel("z (mm)")
     ax.set_ylabel("y (mm)")
     ax.set_title(title or lens.name)
-    return _to_image(fig)
+    return figure_image(fig)
 
 
 @torch.no_grad()
 def spot_diagrams_image(lens: Lens, fields: list[float], hfov: float, depth_mm: float,
                         wavelengths: list[float], n_rays: int = 512, title: str = "") -> Image.Image:
     """One panel per field: ray hits about the middle wavelength's centroid (um), with the RMS radius."""
-    plt = _pyplot()
+    plt = pyplot()
     spots = spot_diagram(lens, torch.tensor([[0.0, f] for f in fields]), depth_mm, n_rays, tuple(wavelengths), hfov)
     colours = WAVE_COLOURS if len(wavelengths) == 3 else ["black"] * len(wavelengths)
     fig, axes = plt.subplots(1, len(fields), figsize=(2.6 * len(fields), 2.8), squeeze=False)
@@ -88,4 +68,4 @@ def spot_diagrams_image(lens: Lens, fields: list[float], hfov: float, depth_mm: 
         ax.set_aspect("equal")
         ax.tick_params(labelsize=6)
     fig.suptitle(title, fontsize=9)
-    return _to_image(fig)
+    return figure_image(fig)

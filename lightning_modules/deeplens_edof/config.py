@@ -29,6 +29,11 @@ class RenderMode(enum.Enum):
     psf_map = "psf_map"  # a grid x grid map of PSFs over the crop (path b)
 
 
+class LensDtype(enum.StrEnum):
+    float64 = "float64"
+    float32 = "float32"
+
+
 @dataclass
 class LensLearningRates:
     """Per-quantity learning rates of the lens (Adam); 0 freezes that quantity."""
@@ -55,7 +60,7 @@ class EdofModelConfig:
     # Starting lens: a prescription JSON (optics/lens.py schema). Relative paths are tried from the working
     # directory, then from the repository root.
     lens_file: str = "lightning_modules/optics/prescriptions/cooke_triplet.json"
-    lens_dtype: str = "float64"  # float64 | float32
+    lens_dtype: LensDtype = LensDtype.float64
     lens_lr: LensLearningRates = field(default_factory=LensLearningRates)
     net: RestorationNetConfig = field(default_factory=RestorationNetConfig)
     render: RenderMode = RenderMode.psf_patch

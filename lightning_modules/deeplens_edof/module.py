@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from timm.optim import param_groups_weight_decay
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
-from torchvision.utils import make_grid
 
 from datamodules.image_patches import ImagePatchesDataModule
 from lightning_modules.deeplens_edof.config import EdofExperimentConfig
@@ -25,6 +23,7 @@ from lightning_modules.deeplens_edof.restoration_net import build_restoration_ne
 from lightning_modules.deeplens_edof.simulate import SensorGeometry, render_through_lens, sample_depths
 from lightning_modules.optics import Lens
 from tenfold.errors import ConfigError
+from tenfold.media import has_media_logger, log_image_grid
 from tenfold.method import ExportWriter, MethodModule
 from tenfold.registry import register_method
 
@@ -54,8 +53,6 @@ class DeepLensEdofModule(MethodModule):
     def __init__(self, config: dict) -> None:
         super().__init__(config)
         model = self.cfg.model
-        if model.lens_dtype not in LENS_DTYPES:
-            raise ConfigError(f"model.lens_dtype={model.lens_dtype!r}: use one of {', '.join(LENS_DTYPES)}")
         if model.psf_ks % 2 == 0:
             raise ConfigError(f"model.psf_ks={model.psf_ks} must be odd (the PSF is centred on a pixel)")
         self.lens = Lens.from_json(model.lens_file, key="model.lens_file", dtype=LENS_DTYPES[model.lens_dtype])
@@ -140,18 +137,15 @@ class DeepLensEdofModule(MethodModule):
     def _log_samples(self, images: Tensor, samples: list[tuple[Tensor, Tensor]]) -> None:
         """Rows: sharp | rendered and restored at every eval depth, for the first few crops."""
         count = min(self.cfg.model.log_images, len(images))
-        loggers = [lg for lg in self.loggers if isinstance(lg, (WandbLogger, TensorBoardLogger))]
-        if not count or not loggers or not self.trainer.is_global_zero or self.trainer.sanity_checking:
+        if not count or not has_media_logger(self.loggers) or not self.trainer.is_global_zero \
+                or self.trainer.sanity_checking:
             return
         columns = [images[:count]] + [t[:count] for pair in samples for t in pair]
         tiles = torch.stack(columns, dim=1).flatten(0, 1).detach().float().clamp(0, 1).cpu()  # (count * cols, ...)
-        grid = make_grid(tiles, nrow=len(columns), padding=2)
-        caption = "sharp | " + " | ".join(f"rendered, restored @{depth_tag(d)}" for d in self.cfg.model.eval_depths_mm)
-        for logger in loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(key="val/samples", images=[grid], caption=[caption], step=self.global_step)
-            else:
-                logger.experiment.add_image("val/samples", grid, self.global_step)
+        tags = ["sharp"] + [f"{kind} @{depth_tag(d)}" for d in self.cfg.model.eval_depths_mm
+                            for kind in ("rendered", "restored")]
+        log_image_grid(self.loggers, "val/samples", list(tiles), self.global_step, captions=tags * count,
+                       nrow=len(columns))
 
     # ---- optimisation
 

@@ -14,6 +14,7 @@ where fer's is the row number.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -22,7 +23,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from datamodules.video_frames import VideoFramesDataModule, output_path, write_video_output_atomically
+from datamodules.video_frames import (
+    VideoFramesDataModule,
+    list_video_jobs,
+    output_path,
+    write_video_output_atomically,
+)
 from lightning_modules.face_emotion.config import FaceEmotionConfig, FaceEmotionModelConfig
 from lightning_modules.face_emotion.emotion_net import EMOTIONS, MiniXception, load_fer_model, load_keras_weights
 from lightning_modules.face_emotion.face_detect import detect_faces
@@ -59,6 +65,12 @@ def fer_row(boxes: np.ndarray, scores: np.ndarray, decimals: int | None) -> dict
     return row
 
 
+def fer_table(rows: list[tuple[int, dict[str, Any]]]) -> pd.DataFrame:
+    """(frame index, fer row) pairs as the CSV table; fer's bare empty frame when no face was ever found."""
+    table = pd.DataFrame([row for _, row in rows], index=pd.Index([i for i, _ in rows], name="frame"))
+    return pd.DataFrame() if table.empty else table
+
+
 @register_method(
     "face_emotion",
     config=FaceEmotionConfig,
@@ -82,16 +94,25 @@ class FaceEmotionModule(MethodModule):
     def forward(self, faces: torch.Tensor) -> torch.Tensor:  # (N, 1, 64, 64) in [-1, 1] -> (N, 7) probabilities
         return self.net(faces)
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def score_frames(self, frames: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+        """Boxes per BGR frame, and the emotion scores of all their faces in one forward pass (sum N_i, 7)."""
         boxes_per_frame, crops = [], []
-        for frame in batch["frame"]:
+        for frame in frames:
             gray = to_gray(frame, "bgr")
             boxes = detect_frame_faces(frame, gray, self.cfg.model)
             boxes_per_frame.append(boxes)
             if len(boxes):
                 crops.append(preprocess_faces(gray, boxes))
-        # All faces of the batch in one forward pass: (sum N_i, 1, 64, 64) -> (sum N_i, 7).
         scores = self(torch.cat(crops).to(self.device)).float().cpu().numpy() if crops else np.empty((0, 7))
+        return boxes_per_frame, scores
+
+    def on_predict_start(self) -> None:
+        self._progress = {"videos": 0, "frames": 0, "start": time.monotonic(),
+                          "total": len(list_video_jobs(self.cfg.data))}
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._progress["frames"] += len(batch["frame"])
+        boxes_per_frame, scores = self.score_frames(batch["frame"])
         start = 0
         for video_id, index, frame, boxes in zip(batch["video_id"], batch["frame_index"].tolist(), batch["frame"],
                                                  boxes_per_frame):
@@ -109,13 +130,15 @@ class FaceEmotionModule(MethodModule):
                 self._write_video(video_id)
 
     def _write_video(self, video_id: str) -> None:
-        rows = self._rows.pop(video_id, [])
-        table = pd.DataFrame([row for _, row in rows], index=pd.Index([i for i, _ in rows], name="frame"))
-        if table.empty:
-            table = pd.DataFrame()  # fer's to_pandas gives a bare empty frame when no face was ever found
+        table = fer_table(self._rows.pop(video_id, []))
         path = output_path(self.cfg.data.output_dir, video_id, self.cfg.data.scheme)
         write_video_output_atomically(path, table)
-        log.info("wrote %s (%d rows)", path, len(table))  # one line per video: DDP tests count them
+        progress = self._progress
+        progress["videos"] += 1
+        rate = progress["frames"] / max(time.monotonic() - progress["start"], 1e-9)
+        # One line per video (the DDP tests count them); the count is this rank's share of all the videos.
+        log.info("wrote %s (%d rows); videos done %d (this rank) of %d, %.1f frames/s", path, len(table),
+                 progress["videos"], progress["total"], rate)
 
     def on_predict_end(self) -> None:
         # Videos that failed midway never sent their last frame: no output, so a resumed run retries them.

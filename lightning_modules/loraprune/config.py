@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,11 +11,17 @@ from lightning_modules.lora_pruning.config import LoRAConfig, PruneConfig
 from tenfold.config import CheckpointConfig, ExperimentConfig, OptimConfig, TrainerConfig
 
 
+class WeightDtype(enum.StrEnum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
 @dataclass
 class LoRAPruneModelConfig:
     base_path: str | None = None  # a local transformers checkpoint directory (LLaMA layout); None: `build`
     build: dict[str, Any] = field(default_factory=dict)  # LlamaConfig arguments for a model built from scratch
-    dtype: str = "float32"  # float32 | bfloat16 | float16: the frozen base weights
+    dtype: WeightDtype = WeightDtype.float32  # the frozen base weights
     # Demo only: plain full-weight training of a from-scratch model before LoRAPrune starts, so that
     # pruning has learnt structure to destroy (pretrained LLMs need none).
     dense_warmup_steps: int = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,9 +12,16 @@ from lightning_modules.classification.module import ClassifierConfig, MixupConfi
 from tenfold.config import CheckpointConfig, ExperimentConfig, OptimConfig, TrainerConfig
 
 
+class RDNetVariant(enum.StrEnum):
+    rdnet_tiny = "rdnet_tiny"
+    rdnet_small = "rdnet_small"
+    rdnet_base = "rdnet_base"
+    rdnet_large = "rdnet_large"
+
+
 @dataclass
 class RDNetModelConfig(ClassifierConfig):
-    name: str = "rdnet_tiny"  # rdnet_tiny | rdnet_small | rdnet_base | rdnet_large
+    name: RDNetVariant = RDNetVariant.rdnet_tiny
     drop_path_rate: float | None = None  # None: the paper's per-variant rate (T .15 S .35 B .4 L .5)
     drop_rate: float = 0.0  # head dropout
     pretrained_file: str | None = None  # a local checkpoint to start from; nothing is downloaded

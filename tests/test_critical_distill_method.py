@@ -1,0 +1,175 @@
+"""critical_distill end to end through train.py: the demo's run files, the four algorithms, the score jobs,
+the bad inputs of the issue (one `error:` line, exit 2), and DDP == one process for DM (slow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import REPO, only_run_dir, train_cli, train_subprocess
+from lightning_modules.critical_distill import mtt
+from lightning_modules.critical_distill.selection import ScoreFile, dataset_fingerprint
+from tenfold.checkpoint_io import load_weights_only
+from tenfold.export import load_export
+
+DEMO = "configs/demo/critical_distill.yaml"
+SHORT = ["logger=none", "model.iterations=3", "model.eval_networks=2", "model.eval_epochs=3", "model.val_epochs=2",
+         "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+
+
+@pytest.fixture(autouse=True)
+def _in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+
+
+def error_line(capsys: pytest.CaptureFixture, *args: str) -> str:
+    assert train_cli(*args) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1, err
+    return err[0]
+
+
+def digits_labels() -> np.ndarray:
+    from datamodules.critical_distill import load_real_data
+    from lightning_modules.critical_distill.config import DistillDataConfig
+
+    return load_real_data(DistillDataConfig()).train_y.numpy()
+
+
+def test_demo_run_saves_selection_evaluation_and_synthetic_set(tmp_path: Path) -> None:
+    assert train_cli("--config", DEMO, f"run.root={tmp_path}", "run.name=a", *SHORT) == 0
+    run = tmp_path / "critical_distill" / "a"
+    selection = json.loads((run / "selection.json").read_text())
+    assert selection["per_class_kept"] == [13] * 10 and len(selection["kept_indices"]) == 130
+    labels = digits_labels()
+    # keep the easiest 10 %: every kept sample's LossInit is at most every dropped one's, class by class
+    scores = np.array(json.loads((REPO / "lightning_modules/critical_distill/resources/digits_LossInit.json")
+                                 .read_text())["scores"])
+    kept = np.zeros(len(labels), bool)
+    kept[selection["kept_indices"]] = True
+    for c in range(10):
+        assert scores[kept & (labels == c)].max() <= scores[~kept & (labels == c)].min()
+    evaluation = json.loads((run / "evaluation.json").read_text())
+    assert len(evaluation["accuracies"]) == 2 and evaluation["mean"] == pytest.approx(np.mean(evaluation["accuracies"]))
+    synthetic, meta = load_export(run / "export")
+    assert synthetic.images.shape == (10, 1, 8, 8) and synthetic.labels.tolist() == list(range(10))
+    assert meta["subset_hash"] == selection["subset_hash"] and meta["input_size"] == [1, 8, 8]
+    # the same seed gives the same selection and the same synthetic images
+    assert train_cli("--config", DEMO, f"run.root={tmp_path}", "run.name=b", *SHORT) == 0
+    again = tmp_path / "critical_distill" / "b"
+    assert json.loads((again / "selection.json").read_text())["kept_indices"] == selection["kept_indices"]
+    assert torch.equal(load_weights_only(again / "export/model.pt")["images"],
+                       load_weights_only(run / "export/model.pt")["images"])
+
+
+@pytest.mark.parametrize("algorithm", ["dc", "dsa", "mtt"])
+def test_other_algorithms_run(algorithm: str, tmp_path: Path) -> None:
+    extra = ["model.mtt.num_experts=2", "model.mtt.train_epochs=3", "model.mtt.syn_steps=3",
+             "model.mtt.max_start_epoch=1", "model.mtt.expert_epochs=2", "model.lr_img=100"]
+    extra = extra if algorithm == "mtt" else []
+    assert train_cli("--config", DEMO, f"run.root={tmp_path}", f"model.algorithm={algorithm}", "model.lr_img=0.1",
+                     "data.batch_size_per_device=16", *SHORT, *extra) == 0
+    run = only_run_dir(tmp_path, "critical_distill")
+    before = None
+    if algorithm == "mtt":
+        buffer = torch.load(run / "mtt_buffer.pt", weights_only=True)
+        assert buffer["trajectories"].shape[:2] == (2, 4)
+        assert buffer["meta"]["subset_hash"] == json.loads((run / "selection.json").read_text())["subset_hash"]
+        before = buffer
+    state = load_weights_only(run / "export/model.pt")
+    assert torch.isfinite(state["images"]).all()
+    assert ("syn_lr" in state) == (before is not None)
+
+
+def test_scores_job_and_importer(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "mc.json"
+    assert train_cli("--config", "configs/critical_distill_scores.yaml", f"run.root={tmp_path}", "logger=none",
+                     "model.indicator=MonteCarlo", "model.runs=3", "model.epochs=1", "model.net_width=8",
+                     f"model.output={out}") == 0
+    saved = json.loads(out.read_text())
+    assert saved["indicator"] == "MonteCarlo" and saved["n"] == 1257 and saved["runs"] == 3
+    assert saved["fingerprint"] == dataset_fingerprint(digits_labels()) and saved["wall_time_s"] > 0
+    released = tmp_path / "released.json"
+    released.write_text(json.dumps(saved["scores"]))
+    imported = tmp_path / "imported.json"
+    assert train_cli("--config", "configs/critical_distill_import.yaml", f"run.root={tmp_path}", "logger=none",
+                     "data.source=digits", f"model.released={released}", "model.indicator=MonteCarlo",
+                     f"model.output={imported}") == 0
+    assert json.loads(imported.read_text())["scores"] == saved["scores"]
+    line = error_line(capsys, "--config", "configs/critical_distill_import.yaml", f"run.root={tmp_path}", "logger=none",
+                      "data.source=digits", f"model.released={released}", "model.expected_fingerprint=0123abcd")
+    assert "fingerprint" in line and "not the expected 0123abcd" in line
+
+
+def _scores(tmp_path: Path, values: np.ndarray, labels: np.ndarray | None = None) -> str:
+    labels = digits_labels() if labels is None else labels
+    raw = ScoreFile("LossInit", np.zeros(len(labels)), dataset_fingerprint(labels)).to_json()
+    raw["scores"] = [float(v) for v in values]  # written by hand: the loader must catch what is wrong
+    path = tmp_path / "scores.json"
+    path.write_text(json.dumps(raw))  # json writes NaN for nan
+    return str(path)
+
+
+def test_bad_inputs_give_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    base = ["--config", DEMO, f"run.root={tmp_path}", *SHORT]
+    n = len(digits_labels())
+    short = _scores(tmp_path, np.zeros(n - 1))
+    assert "1256 scores for a training set of 1257" in error_line(capsys, *base, f"data.selection.scores={short}")
+    bad = np.zeros(n)
+    bad[5] = np.nan
+    line = error_line(capsys, *base, f"data.selection.scores={_scores(tmp_path, bad)}")
+    assert "NaN or inf (first at index 5)" in line
+    line = error_line(capsys, *base, "data.selection.criterion=Loss_large")
+    assert "data.selection.criterion" in line and "LossInit_large" in line
+    assert "a ratio must lie in [0, 1]" in error_line(capsys, *base, "data.selection.keep_ratio=1.5")
+    assert "exactly one of drop_ratio and keep_ratio" in error_line(capsys, *base, "data.selection.drop_ratio=0.5")
+    line = error_line(capsys, *base, "data.selection.keep_ratio=0")
+    assert "keeps 0 of the" in line and "lower drop_ratio" in line
+    line = error_line(capsys, *base, "data.selection.keep_ratio=0.015", "model.ipc=3")
+    assert "keeps 2 real image(s)" in line and "model.ipc=3" in line
+    line = error_line(capsys, *base, "data.digits_split_seed=1")  # another order of the data: the fingerprint
+    assert "computed on another dataset or order" in line
+    line = error_line(capsys, *base, "model.algorithm=dc", "model.ipc=7")
+    assert "model.ipc=7 has no DC loop setting" in line
+    buffer = mtt.save_buffer(tmp_path / "other.pt", torch.zeros(1, 3, 5), {"subset_hash": "0000"})
+    line = error_line(capsys, *base, "model.algorithm=mtt", f"model.mtt.buffer={buffer}")
+    assert "trained on another real subset" in line
+    line = error_line(capsys, "--config", "configs/critical_distill.yaml", f"run.root={tmp_path}", "logger=none")
+    assert "data.root" in line and "cifar-10-batches-py" in line
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_ddp_dm_equals_one_process(tmp_path: Path) -> None:
+    """DM with classes split over 2 gloo processes gives the one-process synthetic set and evaluation."""
+    common = ["--config", DEMO, f"run.root={tmp_path}", "model.iterations=6", "model.eval_networks=4",
+              "model.eval_epochs=5", "model.val_epochs=2", "trainer.num_sanity_val_steps=0", "logger=csv",
+              "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "threads=1"]
+    one = train_subprocess(*common, "run.name=one", "trainer.devices=1")
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = train_subprocess(*common, "run.name=two", "trainer.devices=2", "trainer.strategy=ddp")
+    assert two.returncode == 0, two.stderr[-3000:]
+    runs = tmp_path / "critical_distill"
+    assert OmegaConf.load(runs / "two" / "meta.yaml").world_size == 2
+    a = load_weights_only(runs / "one" / "export/model.pt")["images"]
+    b = load_weights_only(runs / "two" / "export/model.pt")["images"]
+    assert torch.equal(a, b)
+    ev1, ev2 = (json.loads((runs / r / "evaluation.json").read_text()) for r in ("one", "two"))
+    assert ev1["accuracies"] == ev2["accuracies"]
+
+
+@pytest.mark.slow  # importing HF datasets and building its cache: tens of seconds here
+def test_hf_source_loads_a_local_folder_in_its_order(image_folder: Path) -> None:
+    from datamodules.critical_distill import load_real_data
+    from lightning_modules.critical_distill.config import DistillDataConfig, DistillSource
+
+    data = load_real_data(DistillDataConfig(source=DistillSource.hf, hf_name="imagefolder", root=str(image_folder),
+                                            image_column="image"))
+    assert data.train_x.shape == (12, 3, 24, 24) and data.class_names == ["bars", "dots", "plain"]
+    assert sorted(data.train_y.tolist()) == [0] * 4 + [1] * 4 + [2] * 4 and data.test_x.shape[0] == 12
+    assert data.fingerprint == dataset_fingerprint(data.train_y.numpy())
