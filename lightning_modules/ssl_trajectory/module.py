@@ -100,6 +100,10 @@ class SSLTrajectoryModule(MethodModule):
             self.ssl_loss = NegativeCosineSimilarity()
         self._features: dict[str, dict[str, list[Tensor]]] = {}
 
+    def forward(self, images: Tensor) -> Tensor:
+        """The pooled feature (what the export computes)."""
+        return self.net(images)
+
     # ---- the objective
 
     def semantic_loss(self, t1: Tensor, t2: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
