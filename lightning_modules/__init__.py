@@ -50,4 +50,7 @@ METHODS: dict[str, M] = {
                       extra="mpvr"),
     "mpvr_descriptions": M("lightning_modules.mpvr.jobs", "MPVR stage 2: per-class LLM descriptions -> a bank",
                            extra="mpvr"),
+    "ssl_trajectory": M("lightning_modules.ssl_trajectory.module",
+                        "Trajectory regularization for pose-aware SSL (arXiv 2403.14973): VICReg + L_traj, pose kNN",
+                        extra="ssl"),
 }

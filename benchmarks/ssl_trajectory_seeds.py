@@ -1,0 +1,101 @@
+"""The demo study: 3 seeds x lambda in {0, 0.2} through train.py on the generated pose benchmark.
+
+Prints mean ± std over seeds of the test metrics (pose kNN per layer with the setting selected on the
+validation split, out-of-domain poses and categories, semantic kNN / linear probe), and the paired
+per-seed differences layer3 - pooled and (lambda > 0) - (lambda = 0).
+
+    python benchmarks/ssl_trajectory_seeds.py --root /tmp/ssl_study [--epochs 6] [--parallel 2] [key=value ...]
+    python benchmarks/ssl_trajectory_seeds.py --root /tmp/ssl_study --val-epoch 1   # summarise runs in progress
+
+`--val-epoch N` trains nothing: it reads the online validation metrics (fixed kNN k=20, T=0.1) logged at
+epoch N by the runs under --root, for a study that could not finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+METRICS = ["pose_knn_layer3", "pose_knn_layer4", "pose_knn_pooled", "pose_knn_layer3_ood_pose",
+           "pose_knn_pooled_ood_pose", "pose_knn_layer3_ood_category", "pose_knn_pooled_ood_category",
+           "sem_knn", "sem_linear"]
+
+
+def run_one(root: Path, seed: int, lam: float, epochs: int, extra: list[str]) -> dict:
+    name = f"seed{seed}-lam{lam:g}"
+    report = root / "ssl_trajectory" / name / "pose_knn_grid.json"
+    if not report.is_file():
+        cmd = [sys.executable, str(REPO / "train.py"), "--config", "configs/demo/ssl_trajectory.yaml",
+               f"run.root={root}", f"run.name={name}", f"seed={seed}", f"model.traj_lambda={lam}",
+               f"trainer.max_epochs={epochs}", "logger=csv", "export.onnx=false", "trainer.enable_progress_bar=false",
+               *extra]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(report.read_text())["metrics"]
+
+
+def val_metrics(root: Path, seed: int, lam: float, epoch: int) -> dict:
+    with open(root / "ssl_trajectory" / f"seed{seed}-lam{lam:g}" / "metrics.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("val/pose_knn_layer3") and int(r["epoch"]) == epoch]
+    if not rows:
+        raise SystemExit(f"seed {seed}, lambda {lam:g}: no validation row for epoch {epoch} yet")
+    return {k: float(v) for k, v in rows[0].items() if k.startswith("val/") and v}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--root", default="/tmp/ssl_trajectory_study")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 0.2])
+    parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--val-epoch", type=int, default=None)
+    args, extra = parser.parse_known_args()
+    root = Path(args.root)
+    jobs = [(s, lam) for s in args.seeds for lam in args.lambdas]
+    stage = "test"
+    if args.val_epoch is not None:
+        stage, metrics = "val", METRICS[:3] + METRICS[-2:]
+        results = {job: val_metrics(root, job[0], job[1], args.val_epoch) for job in jobs}
+    else:
+        metrics = METRICS
+        with ThreadPoolExecutor(args.parallel) as pool:
+            results = dict(zip(jobs, pool.map(lambda j: run_one(root, j[0], j[1], args.epochs, extra), jobs)))
+
+    def values(lam: float, metric: str) -> np.ndarray:
+        return np.array([results[(s, lam)][f"{stage}/{metric}"] for s in args.seeds]) * 100
+
+    when = f"after epoch {args.val_epoch}, val split (online kNN)" if stage == "val" else \
+        f"{args.epochs} epochs, test split"
+    print(f"\n{len(args.seeds)} seeds, {when}, % (mean ± std over seeds)\n")
+    print("| metric | " + " | ".join(f"λ={lam:g}" for lam in args.lambdas) + " |")
+    print("|---|" + "---|" * len(args.lambdas))
+    for metric in metrics:
+        cells = [f"{values(lam, metric).mean():.1f} ± {values(lam, metric).std(ddof=1):.1f}" for lam in args.lambdas]
+        print(f"| {metric} | " + " | ".join(cells) + " |")
+    print("\npaired differences (percentage points, mean ± std over seeds):")
+    for lam in args.lambdas:
+        d = values(lam, "pose_knn_layer3") - values(lam, "pose_knn_pooled")
+        print(f"  λ={lam:g}: layer3 - pooled pose kNN = {d.mean():+.1f} ± {d.std(ddof=1):.1f}"
+              f"  (per seed {d.round(1)})")
+    base = args.lambdas[0]
+    for lam in args.lambdas[1:]:
+        for metric in [m for m in metrics if "layer4" not in m and "category" not in m]:
+            d = values(lam, metric) - values(base, metric)
+            print(f"  λ={lam:g} - λ={base:g}: {metric} = {d.mean():+.1f} ± {d.std(ddof=1):.1f}"
+                  f"  (per seed {d.round(1)})")
+
+
+if __name__ == "__main__":
+    main()

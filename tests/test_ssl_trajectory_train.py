@@ -1,0 +1,157 @@
+"""ssl_trajectory end to end through train.py on a tiny rendered benchmark: metrics, the val-selected pose
+kNN grid, export; the paper config's one-line error; config errors; DDP against one process (slow)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import only_run_dir, train_cli, train_subprocess
+
+TINY_DATA = [
+    "data.generate.categories=[duck,bunny]", "data.generate.ood_categories=[torus]",
+    "data.generate.train_instances=2", "data.generate.val_instances=1", "data.generate.test_instances=1",
+    "data.generate.ood_bank_instances=1", "data.generate.ood_test_instances=1", "data.generate.n_poses=8",
+    "data.generate.n_ood_poses=6", "data.generate.render_size=32",
+]
+TINY_RUN = [
+    "--config", "configs/demo/ssl_trajectory.yaml", *TINY_DATA, "logger=csv", "export.onnx=false",
+    "model.backbone.width=8", "model.projector_hidden_dim=32", "model.projector_out_dim=32", "eval.ks=[1,3,100]",
+    "eval.probe_steps=20", "data.batch_size_per_device=8", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+    "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("runs")
+    with pytest.warns(UserWarning, match=r"kNN k=100 is larger than the smallest per-category pose bank \(16"):
+        assert train_cli(*TINY_RUN, f"run.root={root}") == 0
+    return only_run_dir(root, "ssl_trajectory")
+
+
+def test_metrics_grid_and_export(tiny_run: Path) -> None:
+    with open(tiny_run / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    logged = {key for row in rows for key, value in row.items() if value}
+    for layer in ("layer3", "layer4", "pooled"):
+        assert {f"val/pose_knn_{layer}", f"test/pose_knn_{layer}", f"test/pose_knn_{layer}_ood_pose",
+                f"test/pose_knn_{layer}_ood_category"} <= logged
+    assert {"train/loss", "train/sem_loss", "train/traj_loss_epoch", "train/vicreg_variance", "test/sem_knn",
+            "test/sem_linear"} <= logged
+    report = json.loads((tiny_run / "pose_knn_grid.json").read_text())
+    layer3 = report["layers"]["layer3"]
+    assert len(layer3["val"]) == len(report["grid"]) == 3 * 5 + 3  # k x T cosine + k euclidean
+    best = layer3["selected_on_val"]
+    assert layer3["val"][best] == max(layer3["val"].values())  # selected on val, reported on test
+    assert report["metrics"]["test/pose_knn_layer3"] == layer3["test"][best]
+
+    from lightning_modules.ssl_trajectory.module import SSLTrajectoryModule
+    from tenfold.export import load_export
+
+    exported, meta = load_export(tiny_run / "export")
+    assert meta["input_size"] == [3, 16, 16] and meta["class_names"] == ["bunny", "duck"]
+    module = SSLTrajectoryModule.load_from_checkpoint(tiny_run / "checkpoints" / "best.ckpt", weights_only=True)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), module.net.eval()(x), rtol=0, atol=1e-6)
+        assert exported(x).shape == (2, 64)
+
+
+def _one_error_line(capsys: pytest.CaptureFixture, code: int) -> str:
+    assert code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1
+    return lines[0]
+
+
+def test_paper_config_needs_the_data_root(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    line = _one_error_line(capsys, train_cli("--config", "configs/ssl_trajectory.yaml", f"run.root={tmp_path}",
+                                             "logger=none"))
+    assert "data.root is not set" in line and "ShapeNet" in line
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.traj_lambda=-0.1", "model.traj_lambda=-0.1 is negative"),
+    ("data.batch_size_per_device=1", "model.loss=vicreg needs data.batch_size_per_device >= 2"),
+    ("data.generate.categories=[duck,sphere]", "'sphere' looks the same after"),
+    ("model.traj_layer=layer5", "expected FeatureLayer: one of pooled, layer3, layer4"),
+])
+def test_bad_config_values_fail_in_one_line(override: str, message: str, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    args = [a for a in TINY_RUN if not a.startswith("data.batch_size_per_device")]
+    line = _one_error_line(capsys, train_cli(*args, f"run.root={tmp_path}", override))
+    assert message in line
+
+
+# ---- DDP
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _loss_worker(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+    from lightly.loss import VICRegLoss
+
+    from lightning_modules.ssl_trajectory.trajectory_loss import trajectory_loss
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(32, 16, generator=g), torch.randn(32, 16, generator=g)
+    x = [torch.randn(32, 24, generator=g) for _ in range(3)]
+    part = slice(rank * 32 // world, (rank + 1) * 32 // world)
+    loss = VICRegLoss(25, 50, 1, gather_distributed=True)(z1[part], z2[part]) + 0.2 * trajectory_loss(
+        *(v[part] for v in x))
+    dist.all_reduce(loss)
+    torch.save(loss / world, f"{out}.{world}.{rank}")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_loss_with_two_processes_matches_one(tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    out = str(tmp_path / "loss")
+    for world in (1, 2):
+        mp.spawn(_loss_worker, args=(world, _free_port(), out), nprocs=world)
+    one = torch.load(f"{out}.1.0", weights_only=True)
+    two = torch.load(f"{out}.2.0", weights_only=True)
+    # Variance/covariance on the gathered batch, invariance and trajectory terms averaged over equal shards.
+    assert float(two) == pytest.approx(float(one), rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_ddp_knn_accuracy_matches_one_process(tmp_path: Path) -> None:
+    args = list(TINY_RUN)
+    proc = train_subprocess(*args, f"run.root={tmp_path}", "trainer.strategy=ddp",
+                            "trainer.devices=2", "trainer.accelerator=cpu", "data.eval_batch_size_per_device=7",
+                            env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = only_run_dir(tmp_path, "ssl_trajectory")
+    ddp = json.loads((run / "pose_knn_grid.json").read_text())["metrics"]
+
+    # The same checkpoint, tested in one process.
+    import lightning as L
+
+    from datamodules.ssl_trajectory import PoseBenchmarkDataModule
+    from lightning_modules.ssl_trajectory.module import SSLTrajectoryModule
+
+    module = SSLTrajectoryModule.load_from_checkpoint(run / "checkpoints" / "best.ckpt", weights_only=True)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        default_root_dir=tmp_path / "single")
+    trainer.test(module, datamodule=PoseBenchmarkDataModule(module.cfg.data), weights_only=True)
+    single = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    # Banks gathered from both ranks and de-duplicated by index: equal up to float summation order.
+    for key, value in ddp.items():
+        assert single[key] == pytest.approx(value, abs=1e-6), key
