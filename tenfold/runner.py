@@ -76,7 +76,8 @@ def _run(cfg: Any, validate_only: bool) -> dict[str, float]:
         # Methods that only score data (pretrained models): predict writes their outputs.
         trainer.predict(module, datamodule=datamodule, return_predictions=False)
         return {}
-    if cfg.trainer.enable_model_summary is not False and module.example_input_array is None:
+    overrides_forward = type(module).forward is not L.LightningModule.forward
+    if cfg.trainer.enable_model_summary is not False and module.example_input_array is None and overrides_forward:
         # One real input lets the model summary count FLOPs and show in/out sizes (else its FLOPs column reads 0).
         sample = datamodule.export_sample(1)
         if isinstance(sample, torch.Tensor):

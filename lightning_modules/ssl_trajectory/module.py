@@ -250,7 +250,7 @@ class SSLTrajectoryModule(MethodModule):
         self.log_dict(metrics, sync_dist=True)
         if self.trainer.is_global_zero:
             report["metrics"] = metrics
-            path = Path(self.trainer.default_root_dir) / "pose_knn_grid.json"
+            path = self.run_dir / "pose_knn_grid.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(report, indent=1))
 
