@@ -10,10 +10,8 @@ import torch
 from lightning_modules.anomaly_aug.config import AnomalyAugConfig
 from lightning_modules.anomaly_aug.net import (
     DiscriminativeSubNetwork,
-    DraemDetector,
     ReconstructiveSubNetwork,
     build_detector,
-    draem_init,
 )
 from tenfold.config import OmegaConf, compose, to_plain
 
@@ -54,25 +52,6 @@ def test_shapes_and_draem_init() -> None:
     assert all(float(b.bias.detach().abs().max()) == 0 for b in bns)
     gammas = torch.cat([b.weight.detach() for b in bns])
     assert gammas.mean().item() == pytest.approx(1.0, abs=0.01) and gammas.std().item() == pytest.approx(0.02, rel=0.2)
-
-
-def test_parity_with_anomalib_networks() -> None:
-    torch_model = pytest.importorskip("anomalib.models.image.draem.torch_model",
-                                      reason="anomalib is not installed (optional; the tests above pin the nets)")
-    ours = DraemDetector(16, 8)
-    ours.apply(draem_init)
-    r = torch_model.ReconstructiveSubNetwork(base_width=16)
-    s = torch_model.DiscriminativeSubNetwork(in_channels=6, out_channels=2, base_width=8)
-    r.load_state_dict(ours.reconstructive.state_dict(), strict=True)
-    s.load_state_dict(ours.discriminative.state_dict(), strict=True)
-    x = torch.rand(2, 3, 64, 64)
-    for a, b in ((ours.reconstructive, r), (ours.discriminative, s)):
-        a.eval(), b.eval()
-    with torch.no_grad():
-        rec = ours.reconstructive(x)
-        torch.testing.assert_close(rec, r(x))
-        pair = torch.cat((rec, x), 1)
-        torch.testing.assert_close(ours.discriminative(pair), s(pair))
 
 
 def test_losses_are_zero_for_a_perfect_prediction() -> None:
