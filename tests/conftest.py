@@ -70,6 +70,20 @@ def train_cli(*args: str) -> int:
         os.environ.pop("TENFOLD_RUN_DIR", None)
 
 
+@pytest.fixture
+def in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run in the repository root, where configs name their shipped files."""
+    monkeypatch.chdir(REPO)
+
+
+def error_line(capsys: pytest.CaptureFixture, *args: str) -> str:
+    """The one `error:` line train.py prints for bad input (exit code 2)."""
+    assert train_cli(*args) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1, err
+    return err[0]
+
+
 def train_subprocess(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if k != "TENFOLD_RUN_DIR"}
     full_env.update(env or {})

@@ -7,21 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY, train_cli, train_subprocess
+from conftest import TINY, error_line, train_subprocess
 
 DEMO = "configs/demo/rdnet.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(REPO)
+pytestmark = pytest.mark.usefixtures("in_repo")
 
 
-def error_line(capsys: pytest.CaptureFixture, *args: str) -> str:
-    assert train_cli(*args) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(err) == 1, err
-    return err[0]
 
 
 def test_missing_config_file(capsys: pytest.CaptureFixture) -> None:

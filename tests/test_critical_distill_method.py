@@ -11,7 +11,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import REPO, only_run_dir, train_cli, train_subprocess
+from conftest import REPO, error_line, only_run_dir, train_cli, train_subprocess
 from lightning_modules.critical_distill import mtt
 from lightning_modules.critical_distill.selection import ScoreFile, dataset_fingerprint
 from tenfold.checkpoint_io import load_weights_only
@@ -22,16 +22,9 @@ SHORT = ["logger=none", "model.iterations=3", "model.eval_networks=2", "model.ev
          "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
 
-@pytest.fixture(autouse=True)
-def _in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(REPO)
+pytestmark = pytest.mark.usefixtures("in_repo")
 
 
-def error_line(capsys: pytest.CaptureFixture, *args: str) -> str:
-    assert train_cli(*args) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(err) == 1, err
-    return err[0]
 
 
 def digits_labels() -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, train_cli, train_subprocess
+from conftest import error_line, train_cli, train_subprocess
 from tests.test_mpvr_classifier import TINY_CLIP
 
 PAPER = "configs/mpvr.yaml"
@@ -22,16 +22,9 @@ EUROSAT = ["Annual Crop Land", "Forest", "Herbaceous Vegetation Land", "Highway 
            "Pasture Land", "Permanent Crop Land", "Residential Buildings", "River", "Sea or Lake"]
 
 
-@pytest.fixture(autouse=True)
-def _in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(REPO)
+pytestmark = pytest.mark.usefixtures("in_repo")
 
 
-def error_line(capsys: pytest.CaptureFixture, *args: str) -> str:
-    assert train_cli(*args) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(err) == 1, err
-    return err[0]
 
 
 def tiny_model_overrides() -> list[str]:
