@@ -19,6 +19,19 @@ def _batches(n: int, batch: int, g: torch.Generator) -> list[Tensor]:
     return list(torch.randperm(n, generator=g).split(batch))
 
 
+def _train_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, images: Tensor, labels: Tensor, batch: int,
+                 g: torch.Generator, dsa_strategy: str | None) -> None:
+    """One shuffled pass of cross-entropy SGD steps, DSA-augmenting each batch when asked."""
+    for idx in _batches(len(images), batch, g):
+        x = images[idx.to(images.device)]
+        if dsa_strategy:
+            x = dsa(x, dsa_strategy, g)
+        loss = F.cross_entropy(net(x), labels[idx.to(labels.device)])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
 def train_on_synthetic(net: nn.Module, images: Tensor, labels: Tensor, epochs: int, g: torch.Generator,
                        lr: float = 0.01, batch: int = 256, dsa_strategy: str | None = None) -> nn.Module:
     images, labels = images.detach(), labels.detach()
@@ -30,14 +43,7 @@ def train_on_synthetic(net: nn.Module, images: Tensor, labels: Tensor, epochs: i
     optimizer = sgd(lr)
     net.train()
     for ep in range(epochs + 1):
-        for idx in _batches(len(images), batch, g):
-            x = images[idx.to(images.device)]
-            if dsa_strategy:
-                x = dsa(x, dsa_strategy, g)
-            loss = F.cross_entropy(net(x), labels[idx.to(labels.device)])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+        _train_epoch(net, optimizer, images, labels, batch, g, dsa_strategy)
         if ep == decay_at:
             lr *= 0.1
             optimizer = sgd(lr)
@@ -59,14 +65,7 @@ def train_classifier(net: nn.Module, images: Tensor, labels: Tensor, epochs: int
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
     for ep in range(epochs):
         net.train()
-        for idx in _batches(len(images), batch, g):
-            x = images[idx.to(images.device)]
-            if dsa_strategy:
-                x = dsa(x, dsa_strategy, g)
-            loss = F.cross_entropy(net(x), labels[idx.to(labels.device)])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+        _train_epoch(net, optimizer, images, labels, batch, g, dsa_strategy)
         if after_epoch is not None:
             after_epoch(ep + 1, net)
     return net.eval()
