@@ -1,6 +1,7 @@
 """ReparameterizeForExport (checked folding at export) and AttentionStripes (stripe ratios)."""
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -164,13 +165,14 @@ def test_stripes_heat_map_goes_to_tensorboard(tmp_path, monkeypatch):
     logger = TensorBoardLogger(tmp_path)
     images = []
     monkeypatch.setattr(
-        logger.experiment, "add_image", lambda tag, img, **kw: images.append((tag, img))
+        logger.experiment, "add_image", lambda tag, img, *args, **kw: images.append((tag, img))
     )
     _fit("se", AttentionStripes(max_samples=16), tmp_path, logger=logger)
     # The deepest layer by default: 16 inputs (rows) x 256 channels, one grey level per value.
     [(tag, image)] = images
     assert tag == "attn/stripes/net.layer3.0.attention"
-    assert image.shape == (1, 16, 256) and image.dtype == torch.uint8
+    assert image.shape == (16, 256, 3) and image.dtype == np.uint8
+    assert len(np.unique(image)) > 2  # grey levels of real attention values, not a blank picture
 
 
 def test_stripes_rejects_unknown_image_layer(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -13,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from conftest import REPO, only_run_dir, train_subprocess
 from tenfold.registry import get_method
+from wandb_offline import image_pixels, logged_images, missing_panels, panels, readme_dashboards
 
 DEMO_CONFIGS = sorted(str(p.relative_to(REPO)) for p in (REPO / "configs" / "demo").glob("*.yaml"))
 
@@ -40,6 +42,10 @@ def test_ddp_two_cpu_processes(config: str, tmp_path: Path) -> None:
         rows = list(csv.DictReader(fh))
     test_metrics = sorted({key for row in rows for key, value in row.items() if key.startswith("test/") and value})
     assert test_metrics and all(sum(1 for row in rows if row.get(key)) == 1 for key in test_metrics)
+    # What the dashboard shows after `wandb sync`: every panel the README lists, and no blank picture.
+    assert not missing_panels(readme_dashboards(REPO / "README.md")[method], panels(run))
+    for image in logged_images(run):
+        assert len(np.unique(image_pixels(image))) > 2, f"{image.name} is blank"
     if "test/top1" not in test_metrics:
         return  # not a classifier (e.g. lens design): its own tests compare DDP with one process
     logged = [float(row["test/top1"]) for row in rows if row.get("test/top1")]

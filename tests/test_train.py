@@ -193,6 +193,16 @@ def test_wandb_prediction_grid_holds_the_validation_pixels(finished_run: Path) -
     assert len(np.unique(tile)) > 8  # a real digit, not a black/constant picture
 
 
+def test_wandb_history_holds_every_panel_the_readme_lists(finished_run: Path) -> None:
+    """Read through the run's `.wandb` log, as `wandb sync` will: the README's promise for the demo holds."""
+    from wandb_offline import history, missing_panels, panels, readme_dashboards
+
+    logged = panels(finished_run)
+    assert not missing_panels(readme_dashboards(REPO / "README.md")["rdnet"], logged)
+    val_top1 = [row["val/top1"] for row in history(finished_run) if "val/top1" in row]
+    assert len(val_top1) == 2 and all(0 <= v <= 1 for v in val_top1)  # one value per epoch, a fraction
+
+
 def test_wandb_test_panels_confusion_matrix_and_prediction_table(finished_run: Path) -> None:
     import numpy as np
     from PIL import Image

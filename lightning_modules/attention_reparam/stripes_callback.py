@@ -10,19 +10,19 @@ from functools import partial
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from lightning_modules.attention_reparam.stripes import input_dependent_attentions, stripe_statistic
 from tenfold.errors import ConfigError
+from tenfold.media import log_image
 
 
 class AttentionStripes(pl.Callback):
     """Stripe ratio `attn/stripe_ratio/<layer>` and its mean `attn/stripe_ratio` per val epoch.
 
-    `image_layer` names the layer drawn as a heat map (default: the deepest one); images go to a
-    WandbLogger or TensorBoardLogger, other loggers get metrics only.
+    `image_layer` names the layer drawn as a heat map (default: the deepest one), logged through the
+    platform's image helper (W&B / TensorBoard); other loggers get metrics only.
     """
 
     def __init__(self, max_samples: int = 512, image_layer: str | None = None) -> None:
@@ -81,12 +81,4 @@ class AttentionStripes(pl.Callback):
 
     def _log_heat_map(self, trainer: pl.Trainer, layer: str, attn: torch.Tensor) -> None:
         # Attention values lie in [0, 1]: one grey level per value, rows = inputs, cols = channels.
-        image = (attn.clamp(0, 1) * 255).round().to(torch.uint8)  # (N, C)
-        key = f"attn/stripes/{layer}"
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(key=key, images=[image.numpy()])
-            elif isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image(
-                    key, image[None], global_step=trainer.global_step, dataformats="CHW"
-                )
+        log_image(trainer.loggers, f"attn/stripes/{layer}", attn.clamp(0, 1), trainer.global_step)
