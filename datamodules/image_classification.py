@@ -21,7 +21,7 @@ from datamodules.digits import CLASS_NAMES as DIGIT_CLASSES
 from datamodules.digits import digit_images
 from datamodules.hf_images import HFImageDataset, load_hf_split, set_offline
 from datamodules.image_folder import align_to_classes, image_folder_split
-from datamodules.split_loaders import SplitDataModule
+from datamodules.split_loaders import ClassifiedSplitDataModule
 from tenfold.errors import DataError
 from tenfold.method import ExportMeta
 
@@ -96,26 +96,14 @@ class TransformedDataset(Dataset):
         return self.transform(image), label
 
 
-class ImageClassificationDataModule(SplitDataModule):
+class ImageClassificationDataModule(ClassifiedSplitDataModule):
     def __init__(self, cfg: ImageClassificationDataConfig) -> None:
         super().__init__(cfg)
         self._splits: dict[str, Any] = {}
-        self._class_names: list[str] | None = None
         if cfg.source is DataSource.hf:
             set_offline(cfg.offline, cfg.cache_dir)
 
     # ---- what the rest of the platform asks of a datamodule
-
-    @property
-    def class_names(self) -> list[str]:
-        """Read once (cheap: a directory listing or the dataset features), then cached."""
-        if self._class_names is None:
-            self._class_names = self._read_class_names()
-        return self._class_names
-
-    def module_kwargs(self) -> dict:
-        """What the LightningModule is built with besides the config."""
-        return {"class_names": self.class_names}
 
     def check(self) -> None:
         """Fail within seconds if the configured data is absent, before any model is built."""

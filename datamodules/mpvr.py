@@ -23,7 +23,7 @@ from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD, image_transform
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.image_folder import load_image
-from datamodules.split_loaders import SplitDataModule
+from datamodules.split_loaders import ClassifiedSplitDataModule
 from lightning_modules.mpvr import world
 from lightning_modules.mpvr.config import DataSource, MPVRDataConfig
 from tenfold.errors import DataError
@@ -83,22 +83,12 @@ class HFImages(Dataset):
         return self.transform(image), label
 
 
-class MPVRDataModule(SplitDataModule):
+class MPVRDataModule(ClassifiedSplitDataModule):
     def __init__(self, cfg: MPVRDataConfig) -> None:
         super().__init__(cfg)
-        self._class_names: list[str] | None = None
         self._items: list[tuple[str, int]] | None = None
 
     # ---- what the module needs
-
-    @property
-    def class_names(self) -> list[str]:
-        if self._class_names is None:
-            self._class_names = self._read_class_names()
-        return self._class_names
-
-    def module_kwargs(self) -> dict:
-        return {"class_names": self.class_names}
 
     def check(self) -> None:
         _ = self.class_names

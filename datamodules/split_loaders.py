@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 from torch.utils.data import DataLoader, Dataset
@@ -43,3 +44,21 @@ class SplitDataModule(MethodDataModule):
         # drop_last only when a full batch exists: a tiny split must still give one (smaller) batch.
         return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) >= batch_size,
                           num_workers=workers, persistent_workers=workers > 0)
+
+
+class ClassifiedSplitDataModule(SplitDataModule):
+    """A split datamodule whose items are labelled with named classes; the module is built with the names.
+
+    The subclass reads them in `_read_class_names` (cheap: a directory listing or the dataset features).
+    """
+
+    @cached_property
+    def class_names(self) -> list[str]:
+        return self._read_class_names()
+
+    def _read_class_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def module_kwargs(self) -> dict:
+        """What the LightningModule is built with besides the config."""
+        return {"class_names": self.class_names}
