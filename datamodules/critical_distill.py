@@ -9,6 +9,10 @@ the per-class pools of KEPT images; the distillation module samples its real bat
 The train loader serves step numbers, not images: every process runs every step (the module splits the
 classes between processes), so it is an IterableDataset, which Lightning does not shard. Val/test loaders
 are the real held-out images, sharded under DDP as usual.
+
+`CriticalScoresDataModule` serves the utility-score runs (`method: critical_scores`): its predict loader
+gives process r the run ids r, r + W, r + 2W, ... (-1 pads the last round so every process takes the same
+number of steps and the per-round gathers line up).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from datamodules.digits import digit_images
 from lightning_modules.critical_distill.config import Criterion, DistillDataConfig, DistillSource
 from lightning_modules.critical_distill.selection import (
     Selection,
+    check_labels,
     dataset_fingerprint,
     load_scores,
     select,
@@ -136,6 +141,20 @@ class StepIndices(IterableDataset):
         return iter(torch.arange(self.start, self.steps))
 
 
+class RunIds(IterableDataset):
+    """This process's share of `runs` score runs, round by round: round j is run j * world + rank (or -1)."""
+
+    def __init__(self, runs: int, rank: int, world: int) -> None:
+        self.runs, self.rank, self.world = runs, rank, world
+
+    def __len__(self) -> int:
+        return -(-self.runs // self.world)
+
+    def __iter__(self):
+        ids = [j * self.world + self.rank for j in range(len(self))]
+        return iter(torch.tensor([r if r < self.runs else -1 for r in ids]))
+
+
 class CriticalDistillDataModule(MethodDataModule):
     cfg: DistillDataConfig
 
@@ -215,3 +234,39 @@ class CriticalDistillDataModule(MethodDataModule):
     def _held(self, x: torch.Tensor, y: torch.Tensor) -> DataLoader:
         batch = self.cfg.eval_batch_size_per_device or self.cfg.batch_size_per_device
         return DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=False, num_workers=self.cfg.num_workers)
+
+
+class CriticalScoresDataModule(MethodDataModule):
+    """The whole training set (no selection: the scores rank all of it) and the run ids of this process."""
+
+    cfg: DistillDataConfig
+
+    def __init__(self, cfg: DistillDataConfig) -> None:
+        super().__init__(cfg)
+        self.data: RealData | None = None
+
+    def _prepare(self) -> RealData:
+        if self.data is None:
+            self.data = load_real_data(self.cfg)
+            check_labels(self.data.train_y.numpy())
+        return self.data
+
+    def check(self) -> None:
+        self._prepare()
+
+    def module_kwargs(self) -> dict:
+        data = self._prepare()
+        return {"class_names": data.class_names, "image_shape": list(data.train_x.shape[1:]),
+                "fingerprint": data.fingerprint}
+
+    def export_meta(self) -> ExportMeta:
+        data = self._prepare()
+        return ExportMeta(input_size=list(data.train_x.shape[1:]), mean=data.mean, std=data.std,
+                          class_names=data.class_names, extra={"dataset_fingerprint": data.fingerprint})
+
+    def setup(self, stage: str) -> None:
+        self._prepare()
+
+    def predict_dataloader(self) -> DataLoader:
+        runs = self.trainer.lightning_module.num_runs()
+        return DataLoader(RunIds(runs, self.trainer.global_rank, self.trainer.world_size), batch_size=None)
