@@ -9,9 +9,10 @@ synthetic set only, their test accuracies as mean +- std.
 
 Processes: DM and DC/DSA objectives are sums of per-class terms; process r computes the classes
 c = r, r + W, ... with the same per-step network seed and real/augmentation streams as one process would, and
-DDP's gradient average (times W) is exactly the one-process gradient of the whole sum. MTT is not split: every
-process computes the same step (their gradients are identical, so the average changes nothing). Evaluation
-networks are split between processes and gathered before testing.
+DDP's gradient average (times W) is exactly the one-process gradient of the whole sum. MTT's experts are split
+between processes (expert e by process e mod W) and gathered; its matching step is not split: every process
+computes the same step (their gradients are identical, so the average changes nothing). Evaluation networks
+are split between processes and gathered before testing.
 """
 
 from __future__ import annotations
@@ -163,10 +164,10 @@ class CriticalDistillModule(MethodModule):
         path = m.buffer
         if path is None:
             path = str(self.run_dir / "mtt_buffer.pt")
+            start = time.perf_counter()
+            trajectories = self.train_experts(num_params)  # every process trains its share
+            seconds = time.perf_counter() - start
             if self.trainer.is_global_zero:
-                start = time.perf_counter()
-                trajectories = self.train_experts()
-                seconds = time.perf_counter() - start
                 mtt.save_buffer(path, trajectories, {
                     "subset_hash": self.subset_hash, "dataset_fingerprint": datamodule.data.fingerprint,
                     "num_experts": m.num_experts, "train_epochs": m.train_epochs, "lr_teacher": m.lr_teacher,
@@ -174,18 +175,26 @@ class CriticalDistillModule(MethodModule):
                     "seconds": seconds})
                 self.log_run_numbers({"mtt/expert_seconds": seconds})
                 rank_zero_info(f"MTT: {m.num_experts} experts x {m.train_epochs} epochs on the kept subset in "
-                               f"{seconds:.1f} s -> {path}")
+                               f"{seconds:.1f} s on {self.trainer.world_size} process(es) -> {path}")
             self.trainer.strategy.barrier("mtt-experts")
         return mtt.load_buffer(path, self.subset_hash, num_params).to(self.device)
 
-    def train_experts(self) -> Tensor:
+    def train_experts(self, num_params: int) -> Tensor:
+        """(experts, epochs + 1, P) trajectories. Expert e depends only on (seed, e); round j trains expert
+        j * W + rank in each process and one all_gather hands every process the round's experts, in order."""
         m = self.cfg.model.mtt
         x = torch.cat(self._pools)
         y = torch.cat([torch.full((len(p),), c, device=self.device) for c, p in enumerate(self._pools)])
-        return torch.stack([
-            mtt.train_expert(self.fresh_net(EXPERT, e), x, y, m.train_epochs, m.lr_teacher, self.cfg.model.batch_train,
-                             self.dsa_strategy, generator(self.cfg.seed, EXPERT, e))
-            for e in range(m.num_experts)])
+        world, shape = self.trainer.world_size, (m.train_epochs + 1, num_params)
+        trajectories: list[Tensor] = []
+        for first in range(0, m.num_experts, world):
+            e = first + self.global_rank
+            mine = (mtt.train_expert(self.fresh_net(EXPERT, e), x, y, m.train_epochs, m.lr_teacher,
+                                     self.cfg.model.batch_train, self.dsa_strategy, generator(self.cfg.seed, EXPERT, e))
+                    if e < m.num_experts else torch.zeros(shape))  # padding: every process gathers the same shape
+            gathered = self.all_gather(mine.to(self.device)).reshape(-1, *shape).cpu()
+            trajectories.extend(gathered[:min(world, m.num_experts - first)])
+        return torch.stack(trajectories)
 
     # ---- one image update
 
