@@ -119,13 +119,21 @@ def test_other_algorithms_run(algorithm: str, tmp_path: Path) -> None:
     assert ("syn_lr" in state) == (before is not None)
 
 
-def test_scores_job_and_importer(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_scores_job_and_importer(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
     out = tmp_path / "mc.json"
-    assert train_cli("--config", "configs/critical_distill_scores.yaml", f"run.root={tmp_path}", "logger=none",
+    assert train_cli("--config", "configs/critical_distill_scores.yaml", f"run.root={tmp_path}", "logger=wandb",
                      "model.indicator=MonteCarlo", "model.runs=3", "model.epochs=1", "model.net_width=8",
-                     f"model.output={out}") == 0
+                     f"model.output={out}", "trainer.enable_progress_bar=false") == 0
     saved = json.loads(out.read_text())
     assert saved["indicator"] == "MonteCarlo" and saved["n"] == 1257 and saved["runs"] == 3
+    media = only_run_dir(tmp_path, "critical_scores") / "wandb"
+    (figure,) = media.glob("offline-run-*/files/media/images/scores/per_class_*.png")
+    assert len(np.unique(np.asarray(Image.open(figure).convert("L")))) > 8  # the per-class score box plot
     assert saved["fingerprint"] == dataset_fingerprint(digits_labels()) and saved["wall_time_s"] > 0
     released = tmp_path / "released.json"
     released.write_text(json.dumps(saved["scores"]))
