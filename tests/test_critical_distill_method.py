@@ -151,6 +151,15 @@ def test_scores_job_and_importer(tmp_path: Path, capsys: pytest.CaptureFixture,
     assert "model.subset_fraction=0.0: a fraction in (0, 1]" in line
 
 
+@pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "configs").glob("critical_distill*.yaml")
+                                           if "scores" not in p.name))
+def test_paper_configs_name_the_missing_data(config: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    released = "model.released=lightning_modules/critical_distill/resources/CIFAR10_LossInit.json.gz"
+    extra = [released] if "import" in config else []  # read (gzipped, as shipped) before the data is loaded
+    line = error_line(capsys, "--config", f"configs/{config}", f"run.root={tmp_path}", "logger=none", *extra)
+    assert "data.root" in line and "cifar-10-batches-py" in line
+
+
 def _scores(tmp_path: Path, values: np.ndarray, labels: np.ndarray | None = None) -> str:
     labels = digits_labels() if labels is None else labels
     raw = ScoreFile("LossInit", np.zeros(len(labels)), dataset_fingerprint(labels)).to_json()

@@ -18,6 +18,7 @@ may sum differently with more threads). Rank 0 writes the file.
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from pathlib import Path
@@ -155,9 +156,9 @@ def import_released(cfg: CriticalScoresImportConfig) -> ScoreFile:
     path = Path(m.released)
     if not path.is_file():
         raise DataError(f"model.released={path}: no such file; point it at the authors' <Dataset>_<Indicator>.json")
-    try:
-        raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    try:  # the authors' .json, or it gzipped (as resources/ ships it)
+        raw = json.loads(gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:
         raise DataError(f"model.released={path}: not JSON ({exc})") from None
     if not isinstance(raw, list):
         raise DataError(f"model.released={path}: expected the authors' format, a JSON list of floats")
