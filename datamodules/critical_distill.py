@@ -48,8 +48,16 @@ NORMALISATION = {
 class RealData:
     """Train and held-out splits as uint8-derived float tensors, plus what identifies them."""
 
-    def __init__(self, train_x: np.ndarray, train_y: np.ndarray, val: tuple, test: tuple, class_names: list[str],
-                 mean: list[float] | None = None, std: list[float] | None = None) -> None:
+    def __init__(
+        self,
+        train_x: np.ndarray,
+        train_y: np.ndarray,
+        val: tuple,
+        test: tuple,
+        class_names: list[str],
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+    ) -> None:
         # x: (N, H, W, C) uint8 -> float (N, C, H, W), normalised with the train split's own stats if none given
         def to_tensor(x: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 255.0
@@ -85,8 +93,10 @@ def _torchvision_cifar(source: DistillSource, root: str | None) -> RealData:
     ten = source is DistillSource.cifar10
     cls, folder = (CIFAR10, "cifar-10-batches-py") if ten else (CIFAR100, "cifar-100-python")
     if not root or not (Path(root) / folder).is_dir():
-        raise DataError(f"data.source={source.value} needs data.root: the folder holding torchvision's {folder}/ "
-                        f"(got {root!r}); or use data.source=hf with data.hf_name (a local copy or the HF cache)")
+        raise DataError(
+            f"data.source={source.value} needs data.root: the folder holding torchvision's {folder}/ "
+            f"(got {root!r}); or use data.source=hf with data.hf_name (a local copy or the HF cache)"
+        )
     try:
         train, test = cls(root, train=True, download=False), cls(root, train=False, download=False)
     except RuntimeError as exc:
@@ -105,8 +115,9 @@ def _hf(cfg: DistillDataConfig) -> RealData:
     set_offline(cfg.offline, cfg.cache_dir)
 
     def arrays(split: str, classes: list | None) -> tuple[np.ndarray, np.ndarray, list]:
-        ds = HFImageDataset(load_hf_split(cfg.hf_name, cfg.root, split, cfg.cache_dir), cfg.image_column,
-                            cfg.label_column, classes)
+        ds = HFImageDataset(
+            load_hf_split(cfg.hf_name, cfg.root, split, cfg.cache_dir), cfg.image_column, cfg.label_column, classes
+        )
         x = np.stack([np.asarray(ds[i][0]) for i in range(len(ds))])
         return x, np.array([ds[i][1] for i in range(len(ds))]), ds.classes
 
@@ -170,17 +181,29 @@ class CriticalDistillDataModule(MethodDataModule):
 
     def module_kwargs(self) -> dict:
         self._prepare()
-        return {"class_names": self.data.class_names, "image_shape": list(self.data.train_x.shape[1:]),
-                "mean": self.data.mean, "std": self.data.std, "kept_per_class": self.selection.per_class_kept,
-                "subset_hash": self.subset_hash}
+        return {
+            "class_names": self.data.class_names,
+            "image_shape": list(self.data.train_x.shape[1:]),
+            "mean": self.data.mean,
+            "std": self.data.std,
+            "kept_per_class": self.selection.per_class_kept,
+            "subset_hash": self.subset_hash,
+        }
 
     def export_meta(self) -> ExportMeta:
         self._prepare()
-        return ExportMeta(input_size=list(self.data.train_x.shape[1:]), mean=self.data.mean, std=self.data.std,
-                          class_names=self.data.class_names,
-                          extra={"dataset_fingerprint": self.data.fingerprint, "subset_hash": self.subset_hash,
-                                 "criterion": self.selection.criterion,
-                                 "kept_fraction": round(self.selection.kept_fraction, 6)})
+        return ExportMeta(
+            input_size=list(self.data.train_x.shape[1:]),
+            mean=self.data.mean,
+            std=self.data.std,
+            class_names=self.data.class_names,
+            extra={
+                "dataset_fingerprint": self.data.fingerprint,
+                "subset_hash": self.subset_hash,
+                "criterion": self.selection.criterion,
+                "kept_fraction": round(self.selection.kept_fraction, 6),
+            },
+        )
 
     # ---- selection
 
@@ -204,17 +227,28 @@ class CriticalDistillDataModule(MethodDataModule):
         scores = None
         if sel.criterion not in (Criterion.none, Criterion.random):
             if not sel.scores:
-                raise DataError(f"data.selection.criterion={sel.criterion.value} needs data.selection.scores: a score "
-                                "file from method=critical_scores or method=critical_scores_import")
+                raise DataError(
+                    f"data.selection.criterion={sel.criterion.value} needs data.selection.scores: a score "
+                    "file from method=critical_scores or method=critical_scores_import"
+                )
             score_file = load_scores(sel.scores, labels)
             indicator = sel.criterion.value.rpartition("_")[0]
             if score_file.indicator != indicator:
-                raise DataError(f"data.selection.scores={sel.scores} holds {score_file.indicator} scores but "
-                                f"criterion={sel.criterion.value} ranks by {indicator}")
+                raise DataError(
+                    f"data.selection.scores={sel.scores} holds {score_file.indicator} scores but "
+                    f"criterion={sel.criterion.value} ranks by {indicator}"
+                )
             scores = score_file.scores
         ratios = (sel.drop_ratio, sel.keep_ratio) if sel.criterion is not Criterion.none else (None, None)
-        self.selection = select(labels, sel.criterion.value, scores, *ratios, keep_to=sel.keep_to,
-                                seed=sel.seed, class_names=self.data.class_names)
+        self.selection = select(
+            labels,
+            sel.criterion.value,
+            scores,
+            *ratios,
+            keep_to=sel.keep_to,
+            seed=sel.seed,
+            class_names=self.data.class_names,
+        )
 
     # ---- Lightning hooks
 
@@ -256,13 +290,21 @@ class CriticalScoresDataModule(MethodDataModule):
 
     def module_kwargs(self) -> dict:
         data = self._prepare()
-        return {"class_names": data.class_names, "image_shape": list(data.train_x.shape[1:]),
-                "fingerprint": data.fingerprint}
+        return {
+            "class_names": data.class_names,
+            "image_shape": list(data.train_x.shape[1:]),
+            "fingerprint": data.fingerprint,
+        }
 
     def export_meta(self) -> ExportMeta:
         data = self._prepare()
-        return ExportMeta(input_size=list(data.train_x.shape[1:]), mean=data.mean, std=data.std,
-                          class_names=data.class_names, extra={"dataset_fingerprint": data.fingerprint})
+        return ExportMeta(
+            input_size=list(data.train_x.shape[1:]),
+            mean=data.mean,
+            std=data.std,
+            class_names=data.class_names,
+            extra={"dataset_fingerprint": data.fingerprint},
+        )
 
     def setup(self, stage: str) -> None:
         self._prepare()

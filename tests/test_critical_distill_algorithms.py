@@ -68,7 +68,7 @@ def test_class_split_gradient_equals_whole_gradient(objective: str) -> None:
         loss = syn.new_zeros(())
         for c in classes:
             g = matching.generator(0, 2, 7, c)
-            real, s = matching.siamese(matching.sample_real(pools[c], 8, g), syn[c:c + 1], "color_crop_scale", g)
+            real, s = matching.siamese(matching.sample_real(pools[c], 8, g), syn[c : c + 1], "color_crop_scale", g)
             if objective == "dm":
                 loss = loss + matching.dm_class_loss(net.embed, real, s)
             else:

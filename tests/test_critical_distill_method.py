@@ -19,13 +19,19 @@ from tenfold.checkpoint_io import load_weights_only
 from tenfold.export import load_export
 
 DEMO = "configs/demo/critical_distill.yaml"
-SHORT = ["logger=none", "model.iterations=3", "model.eval_networks=2", "model.eval_epochs=3", "model.val_epochs=2",
-         "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+SHORT = [
+    "logger=none",
+    "model.iterations=3",
+    "model.eval_networks=2",
+    "model.eval_epochs=3",
+    "model.val_epochs=2",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
 
 
 pytestmark = pytest.mark.usefixtures("in_repo")
-
-
 
 
 def digits_labels() -> np.ndarray:
@@ -46,8 +52,9 @@ def test_demo_run_saves_selection_evaluation_and_synthetic_set(tmp_path: Path, m
     assert selection["per_class_kept"] == [13] * 10 and len(selection["kept_indices"]) == 130
     labels = digits_labels()
     # keep the easiest 10 %: every kept sample's LossInit is at most every dropped one's, class by class
-    scores = np.array(json.loads((REPO / "lightning_modules/critical_distill/resources/digits_LossInit.json")
-                                 .read_text())["scores"])
+    scores = np.array(
+        json.loads((REPO / "lightning_modules/critical_distill/resources/digits_LossInit.json").read_text())["scores"]
+    )
     kept = np.zeros(len(labels), bool)
     kept[selection["kept_indices"]] = True
     for c in range(10):
@@ -62,8 +69,9 @@ def test_demo_run_saves_selection_evaluation_and_synthetic_set(tmp_path: Path, m
     assert train_cli("--config", DEMO, f"run.root={tmp_path}", "run.name=b", *SHORT) == 0
     again = tmp_path / "critical_distill" / "b"
     assert json.loads((again / "selection.json").read_text())["kept_indices"] == selection["kept_indices"]
-    assert torch.equal(load_weights_only(again / "export/model.pt")["images"],
-                       load_weights_only(run / "export/model.pt")["images"])
+    assert torch.equal(
+        load_weights_only(again / "export/model.pt")["images"], load_weights_only(run / "export/model.pt")["images"]
+    )
 
 
 def check_dashboard(run: Path, synthetic, selection: dict) -> None:
@@ -102,11 +110,28 @@ def check_dashboard(run: Path, synthetic, selection: dict) -> None:
 
 @pytest.mark.parametrize("algorithm", ["dc", "dsa", "mtt"])
 def test_other_algorithms_run(algorithm: str, tmp_path: Path) -> None:
-    extra = ["model.mtt.num_experts=2", "model.mtt.train_epochs=3", "model.mtt.syn_steps=3",
-             "model.mtt.max_start_epoch=1", "model.mtt.expert_epochs=2", "model.lr_img=100"]
+    extra = [
+        "model.mtt.num_experts=2",
+        "model.mtt.train_epochs=3",
+        "model.mtt.syn_steps=3",
+        "model.mtt.max_start_epoch=1",
+        "model.mtt.expert_epochs=2",
+        "model.lr_img=100",
+    ]
     extra = extra if algorithm == "mtt" else []
-    assert train_cli("--config", DEMO, f"run.root={tmp_path}", f"model.algorithm={algorithm}", "model.lr_img=0.1",
-                     "data.batch_size_per_device=16", *SHORT, *extra) == 0
+    assert (
+        train_cli(
+            "--config",
+            DEMO,
+            f"run.root={tmp_path}",
+            f"model.algorithm={algorithm}",
+            "model.lr_img=0.1",
+            "data.batch_size_per_device=16",
+            *SHORT,
+            *extra,
+        )
+        == 0
+    )
     run = only_run_dir(tmp_path, "critical_distill")
     before = None
     if algorithm == "mtt":
@@ -119,16 +144,29 @@ def test_other_algorithms_run(algorithm: str, tmp_path: Path) -> None:
     assert ("syn_lr" in state) == (before is not None)
 
 
-def test_scores_job_and_importer(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_scores_job_and_importer(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from PIL import Image
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     out = tmp_path / "mc.json"
-    assert train_cli("--config", "configs/critical_distill_scores.yaml", f"run.root={tmp_path}", "logger=wandb",
-                     "model.indicator=MonteCarlo", "model.runs=3", "model.epochs=1", "model.net_width=8",
-                     f"model.output={out}", "trainer.enable_progress_bar=false") == 0
+    assert (
+        train_cli(
+            "--config",
+            "configs/critical_distill_scores.yaml",
+            f"run.root={tmp_path}",
+            "logger=wandb",
+            "model.indicator=MonteCarlo",
+            "model.runs=3",
+            "model.epochs=1",
+            "model.net_width=8",
+            f"model.output={out}",
+            "trainer.enable_progress_bar=false",
+        )
+        == 0
+    )
     saved = json.loads(out.read_text())
     assert saved["indicator"] == "MonteCarlo" and saved["n"] == 1257 and saved["runs"] == 3
     media = only_run_dir(tmp_path, "critical_scores") / "wandb"
@@ -138,12 +176,30 @@ def test_scores_job_and_importer(tmp_path: Path, capsys: pytest.CaptureFixture,
     released = tmp_path / "released.json"
     released.write_text(json.dumps(saved["scores"]))
     imported = tmp_path / "imported.json"
-    assert train_cli("--config", "configs/critical_distill_import.yaml", f"run.root={tmp_path}", "logger=none",
-                     "data.source=digits", f"model.released={released}", "model.indicator=MonteCarlo",
-                     f"model.output={imported}") == 0
+    assert (
+        train_cli(
+            "--config",
+            "configs/critical_distill_import.yaml",
+            f"run.root={tmp_path}",
+            "logger=none",
+            "data.source=digits",
+            f"model.released={released}",
+            "model.indicator=MonteCarlo",
+            f"model.output={imported}",
+        )
+        == 0
+    )
     assert json.loads(imported.read_text())["scores"] == saved["scores"]
-    line = error_line(capsys, "--config", "configs/critical_distill_import.yaml", f"run.root={tmp_path}", "logger=none",
-                      "data.source=digits", f"model.released={released}", "model.expected_fingerprint=0123abcd")
+    line = error_line(
+        capsys,
+        "--config",
+        "configs/critical_distill_import.yaml",
+        f"run.root={tmp_path}",
+        "logger=none",
+        "data.source=digits",
+        f"model.released={released}",
+        "model.expected_fingerprint=0123abcd",
+    )
     assert "fingerprint" in line and "not the expected 0123abcd" in line
     scores_job = ["--config", "configs/critical_distill_scores.yaml", f"run.root={tmp_path}", "logger=none"]
     assert "model.runs=0: at least one run" in error_line(capsys, *scores_job, "model.runs=0")
@@ -151,8 +207,9 @@ def test_scores_job_and_importer(tmp_path: Path, capsys: pytest.CaptureFixture,
     assert "model.subset_fraction=0.0: a fraction in (0, 1]" in line
 
 
-@pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "configs").glob("critical_distill*.yaml")
-                                           if "scores" not in p.name))
+@pytest.mark.parametrize(
+    "config", sorted(p.name for p in (REPO / "configs").glob("critical_distill*.yaml") if "scores" not in p.name)
+)
 def test_paper_configs_name_the_missing_data(config: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     released = "model.released=lightning_modules/critical_distill/resources/CIFAR10_LossInit.json.gz"
     extra = [released] if "import" in config else []  # read (gzipped, as shipped) before the data is loaded
@@ -206,9 +263,20 @@ def test_bad_inputs_give_one_line(tmp_path: Path, capsys: pytest.CaptureFixture)
 @pytest.mark.distributed
 def test_ddp_dm_equals_one_process(tmp_path: Path) -> None:
     """DM with classes split over 2 gloo processes gives the one-process synthetic set and evaluation."""
-    common = ["--config", DEMO, f"run.root={tmp_path}", "model.iterations=6", "model.eval_networks=4",
-              "model.eval_epochs=5", "model.val_epochs=2", "trainer.num_sanity_val_steps=0", "logger=csv",
-              "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "threads=1"]
+    common = [
+        "--config",
+        DEMO,
+        f"run.root={tmp_path}",
+        "model.iterations=6",
+        "model.eval_networks=4",
+        "model.eval_epochs=5",
+        "model.val_epochs=2",
+        "trainer.num_sanity_val_steps=0",
+        "logger=csv",
+        "trainer.enable_progress_bar=false",
+        "trainer.accelerator=cpu",
+        "threads=1",
+    ]
     one = train_subprocess(*common, "run.name=one", "trainer.devices=1")
     assert one.returncode == 0, one.stderr[-3000:]
     two = train_subprocess(*common, "run.name=two", "trainer.devices=2", "trainer.strategy=ddp")
@@ -227,12 +295,28 @@ def test_ddp_dm_equals_one_process(tmp_path: Path) -> None:
 def test_ddp_mtt_experts_and_steps_equal_one_process(tmp_path: Path) -> None:
     """MTT over 2 gloo processes: the experts split between them (3 experts: one process pads its second round)
     and gathered give the one-process buffer; the synthetic set and the evaluation follow exactly."""
-    common = ["--config", DEMO, f"run.root={tmp_path}", "model.algorithm=mtt", "model.iterations=3", "model.lr_img=100",
-              "model.mtt.num_experts=3", "model.mtt.train_epochs=3", "model.mtt.syn_steps=3",
-              "model.mtt.max_start_epoch=1", "model.mtt.expert_epochs=2", "model.eval_networks=2",
-              "model.eval_epochs=2", "model.val_epochs=1", "trainer.num_sanity_val_steps=0", "logger=csv",
-              "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "trainer.accelerator=cpu",
-              "threads=1"]
+    common = [
+        "--config",
+        DEMO,
+        f"run.root={tmp_path}",
+        "model.algorithm=mtt",
+        "model.iterations=3",
+        "model.lr_img=100",
+        "model.mtt.num_experts=3",
+        "model.mtt.train_epochs=3",
+        "model.mtt.syn_steps=3",
+        "model.mtt.max_start_epoch=1",
+        "model.mtt.expert_epochs=2",
+        "model.eval_networks=2",
+        "model.eval_epochs=2",
+        "model.val_epochs=1",
+        "trainer.num_sanity_val_steps=0",
+        "logger=csv",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "trainer.accelerator=cpu",
+        "threads=1",
+    ]
     assert train_cli(*common, "run.name=one", "trainer.devices=1") == 0  # in this process, also 1 thread
     two = train_subprocess(*common, "run.name=two", "trainer.devices=2", "trainer.strategy=ddp")
     assert two.returncode == 0, two.stderr[-3000:]
@@ -252,12 +336,23 @@ def test_ddp_mtt_experts_and_steps_equal_one_process(tmp_path: Path) -> None:
 def test_ddp_scores_equal_one_process(tmp_path: Path) -> None:
     """The score runs split over 2 gloo processes (3 runs: one process pads its second round) give the
     one-process scores exactly (that one in this process, also 1 thread)."""
-    common = ["--config", "configs/critical_distill_scores.yaml", f"run.root={tmp_path}", "logger=csv",
-              "model.indicator=MonteCarlo", "model.runs=3", "model.epochs=1", "model.net_width=8",
-              "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "threads=1"]
+    common = [
+        "--config",
+        "configs/critical_distill_scores.yaml",
+        f"run.root={tmp_path}",
+        "logger=csv",
+        "model.indicator=MonteCarlo",
+        "model.runs=3",
+        "model.epochs=1",
+        "model.net_width=8",
+        "trainer.enable_progress_bar=false",
+        "trainer.accelerator=cpu",
+        "threads=1",
+    ]
     assert train_cli(*common, "run.name=one", "trainer.devices=1", f"model.output={tmp_path}/one.json") == 0
-    two = train_subprocess(*common, "run.name=two", "trainer.devices=2", "trainer.strategy=ddp",
-                           f"model.output={tmp_path}/two.json")
+    two = train_subprocess(
+        *common, "run.name=two", "trainer.devices=2", "trainer.strategy=ddp", f"model.output={tmp_path}/two.json"
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     assert OmegaConf.load(tmp_path / "critical_scores" / "two" / "meta.yaml").world_size == 2
     a, b = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("one", "two"))
@@ -270,8 +365,9 @@ def test_hf_source_loads_a_local_folder_in_its_order(image_folder: Path) -> None
     from datamodules.critical_distill import load_real_data
     from lightning_modules.critical_distill.config import DistillDataConfig, DistillSource
 
-    data = load_real_data(DistillDataConfig(source=DistillSource.hf, hf_name="imagefolder", root=str(image_folder),
-                                            image_column="image"))
+    data = load_real_data(
+        DistillDataConfig(source=DistillSource.hf, hf_name="imagefolder", root=str(image_folder), image_column="image")
+    )
     assert data.train_x.shape == (12, 3, 24, 24) and data.class_names == ["bars", "dots", "plain"]
     assert sorted(data.train_y.tolist()) == [0] * 4 + [1] * 4 + [2] * 4 and data.test_x.shape[0] == 12
     assert data.fingerprint == dataset_fingerprint(data.train_y.numpy())

@@ -50,8 +50,9 @@ from tenfold.run_dir import RunDir
 DEFAULT_EPOCHS = {Indicator.LossInit: 2, Indicator.LossConverge: 30, Indicator.MonteCarlo: 30}
 
 
-@register_method("critical_scores", config=CriticalScoresConfig, datamodule=CriticalScoresDataModule,
-                 inference_only=True)
+@register_method(
+    "critical_scores", config=CriticalScoresConfig, datamodule=CriticalScoresDataModule, inference_only=True
+)
 class CriticalScoresModule(MethodModule):
     config_class = CriticalScoresConfig
 
@@ -88,8 +89,9 @@ class CriticalScoresModule(MethodModule):
             return estimators.loss_init_run(x, y, *args, lr=m.lr, batch=m.batch)
         if m.indicator is Indicator.LossConverge:
             return estimators.loss_converge_run(x, y, *args, lr=m.lr, batch=m.batch)
-        return estimators.monte_carlo_run(x, y, held_x, held_y, *args, subset_fraction=m.subset_fraction, lr=m.lr,
-                                          batch=m.batch)
+        return estimators.monte_carlo_run(
+            x, y, held_x, held_y, *args, subset_fraction=m.subset_fraction, lr=m.lr, batch=m.batch
+        )
 
     def on_predict_start(self) -> None:
         self._start = self._last_line = time.perf_counter()
@@ -110,8 +112,10 @@ class CriticalScoresModule(MethodModule):
         if now - self._last_line >= self.cfg.run.progress_every_s and self._done < runs:
             self._last_line = now
             eta = (now - self._start) / self._done * (runs - self._done)
-            rank_zero_info(f"{self.cfg.model.indicator.value}: run {self._done}/{runs} "
-                           f"({self.trainer.world_size} process(es)), ETA {format_duration(eta)}")
+            rank_zero_info(
+                f"{self.cfg.model.indicator.value}: run {self._done}/{runs} "
+                f"({self.trainer.world_size} process(es)), ETA {format_duration(eta)}"
+            )
 
     def on_predict_epoch_end(self) -> None:
         m = self.cfg.model
@@ -120,23 +124,32 @@ class CriticalScoresModule(MethodModule):
         values = check_scores(values.numpy(), self._total.shape[1], f"{m.indicator.value} estimate")
         if not self.trainer.is_global_zero:
             return
-        source = (f"critical_scores {m.indicator.value}: {self._done} runs x {self.epochs} epochs, "
-                  f"seed {self.cfg.seed}, {self.trainer.world_size} process(es)")
+        source = (
+            f"critical_scores {m.indicator.value}: {self._done} runs x {self.epochs} epochs, "
+            f"seed {self.cfg.seed}, {self.trainer.world_size} process(es)"
+        )
         score_file = ScoreFile(m.indicator.value, values, self.fingerprint, seconds, self._done, source)
         out = save_scores(m.output or self.run_dir / f"scores_{score_file.indicator}.json", score_file)
-        metrics = {"scores/wall_time_s": seconds, "scores/mean": float(values.mean()),
-                   "scores/min": float(values.min()), "scores/max": float(values.max()),
-                   "scores/runs": float(self._done)}
+        metrics = {
+            "scores/wall_time_s": seconds,
+            "scores/mean": float(values.mean()),
+            "scores/min": float(values.min()),
+            "scores/max": float(values.max()),
+            "scores/runs": float(self._done),
+        }
         if m.indicator is Indicator.MonteCarlo:
             metrics["scores/unseen_samples"] = float(unseen)
         for logger in self.loggers:
             logger.log_metrics(metrics, step=0)
         if has_media_logger(self.loggers):
             labels = self.trainer.datamodule.data.train_y.numpy()
-            log_image(self.loggers, "scores/per_class", score_figure(values, labels, self.class_names,
-                                                                      m.indicator.value), 0)
-        rank_zero_info(f"{score_file.indicator}: {len(values)} scores from {self._done} runs in {seconds:.1f} s "
-                       f"on {self.trainer.world_size} process(es) (fingerprint {self.fingerprint}) -> {out}")
+            log_image(
+                self.loggers, "scores/per_class", score_figure(values, labels, self.class_names, m.indicator.value), 0
+            )
+        rank_zero_info(
+            f"{score_file.indicator}: {len(values)} scores from {self._done} runs in {seconds:.1f} s "
+            f"on {self.trainer.world_size} process(es) (fingerprint {self.fingerprint}) -> {out}"
+        )
 
 
 def score_figure(values: np.ndarray, labels: np.ndarray, class_names: list[str], indicator: str):
@@ -167,9 +180,11 @@ def import_released(cfg: CriticalScoresImportConfig) -> ScoreFile:
     scores = check_scores(np.asarray(raw, dtype=np.float64), len(labels), f"model.released={path}")
     fingerprint = dataset_fingerprint(labels)
     if m.expected_fingerprint and m.expected_fingerprint != fingerprint:
-        raise DataError(f"data.*: this training set has fingerprint {fingerprint}, not the expected "
-                        f"{m.expected_fingerprint}: the released scores follow torchvision's training-set order; "
-                        "load the data in that order (data.source=cifar10/cifar100 reads torchvision's files)")
+        raise DataError(
+            f"data.*: this training set has fingerprint {fingerprint}, not the expected "
+            f"{m.expected_fingerprint}: the released scores follow torchvision's training-set order; "
+            "load the data in that order (data.source=cifar10/cifar100 reads torchvision's files)"
+        )
     return ScoreFile(m.indicator.value, scores, fingerprint, None, None, f"released: {path.name}")
 
 
@@ -177,6 +192,8 @@ def import_released(cfg: CriticalScoresImportConfig) -> ScoreFile:
 def run_import(cfg: CriticalScoresImportConfig, run_dir: RunDir, loggers: list[Logger]) -> dict[str, Any]:
     score_file = import_released(cfg)
     out = save_scores(cfg.model.output or run_dir.path / f"scores_{score_file.indicator}.json", score_file)
-    rank_zero_info(f"imported {len(score_file.scores)} {score_file.indicator} scores (fingerprint "
-                   f"{score_file.fingerprint}) -> {out}")
+    rank_zero_info(
+        f"imported {len(score_file.scores)} {score_file.indicator} scores (fingerprint "
+        f"{score_file.fingerprint}) -> {out}"
+    )
     return {"scores/n": float(len(score_file.scores)), "scores/mean": float(score_file.scores.mean())}

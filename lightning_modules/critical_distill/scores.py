@@ -31,38 +31,78 @@ RunFunction = Callable[[int], Tensor]  # run id -> (2, n) float64 contribution
 TAGS = {"LossInit": 1, "LossConverge": 2, "MonteCarlo": 3}
 
 
-def loss_init_run(images: Tensor, labels: Tensor, make_net: NetFactory, run: int, epochs: int, seed: int,
-                  lr: float = 0.01, batch: int = 64) -> Tensor:
+def loss_init_run(
+    images: Tensor,
+    labels: Tensor,
+    make_net: NetFactory,
+    run: int,
+    epochs: int,
+    seed: int,
+    lr: float = 0.01,
+    batch: int = 64,
+) -> Tensor:
     """One run's mean per-sample loss after epochs 1..`epochs`."""
     losses: list[Tensor] = []
 
     def record(epoch: int, net: nn.Module) -> None:
         losses.append(per_sample_loss(net, images, labels).double().cpu())
 
-    train_classifier(make_net(seed * 1000 + run), images, labels, epochs, generator(seed, run, TAGS["LossInit"]),
-                     lr=lr, batch=batch, after_epoch=record)
+    train_classifier(
+        make_net(seed * 1000 + run),
+        images,
+        labels,
+        epochs,
+        generator(seed, run, TAGS["LossInit"]),
+        lr=lr,
+        batch=batch,
+        after_epoch=record,
+    )
     mean = torch.stack(losses).mean(0)
     return torch.stack([mean, torch.ones_like(mean)])
 
 
-def loss_converge_run(images: Tensor, labels: Tensor, make_net: NetFactory, run: int, epochs: int, seed: int,
-                      lr: float = 0.01, batch: int = 64) -> Tensor:
+def loss_converge_run(
+    images: Tensor,
+    labels: Tensor,
+    make_net: NetFactory,
+    run: int,
+    epochs: int,
+    seed: int,
+    lr: float = 0.01,
+    batch: int = 64,
+) -> Tensor:
     """One run's per-sample loss after `epochs` of training."""
-    net = train_classifier(make_net(seed * 1000 + run), images, labels, epochs,
-                           generator(seed, run, TAGS["LossConverge"]), lr=lr, batch=batch)
+    net = train_classifier(
+        make_net(seed * 1000 + run),
+        images,
+        labels,
+        epochs,
+        generator(seed, run, TAGS["LossConverge"]),
+        lr=lr,
+        batch=batch,
+    )
     loss = per_sample_loss(net, images, labels).double().cpu()
     return torch.stack([loss, torch.ones_like(loss)])
 
 
-def monte_carlo_run(images: Tensor, labels: Tensor, held_images: Tensor, held_labels: Tensor, make_net: NetFactory,
-                    run: int, epochs: int, seed: int, subset_fraction: float = 0.2, lr: float = 0.01,
-                    batch: int = 64) -> Tensor:
+def monte_carlo_run(
+    images: Tensor,
+    labels: Tensor,
+    held_images: Tensor,
+    held_labels: Tensor,
+    make_net: NetFactory,
+    run: int,
+    epochs: int,
+    seed: int,
+    subset_fraction: float = 0.2,
+    lr: float = 0.01,
+    batch: int = 64,
+) -> Tensor:
     """One random subset: (held-out accuracy on the subset's samples, 1 on the subset's samples)."""
     n = len(images)
     g = generator(seed, run, TAGS["MonteCarlo"])
-    subset = torch.randperm(n, generator=g)[:max(1, round(subset_fraction * n))]
-    net = train_classifier(make_net(seed * 1000 + run), images[subset], labels[subset], epochs, g, lr=lr,
-                           batch=batch)
+    subset = torch.randperm(n, generator=g)[: max(1, round(subset_fraction * n))]
+    net = train_classifier(make_net(seed * 1000 + run), images[subset], labels[subset], epochs, g, lr=lr, batch=batch)
     out = torch.zeros(2, n, dtype=torch.float64)
     out[0, subset] = accuracy(net, held_images, held_labels)
     out[1, subset] = 1.0
@@ -97,8 +137,17 @@ def estimate(run: RunFunction, runs: int, n: int, indicator: str) -> tuple[Tenso
     return finish(indicator, total)
 
 
-def loss_init(images: Tensor, labels: Tensor, make_net: NetFactory, runs: int, epochs: int, seed: int,
-              lr: float = 0.01, batch: int = 64) -> Tensor:
+def loss_init(
+    images: Tensor,
+    labels: Tensor,
+    make_net: NetFactory,
+    runs: int,
+    epochs: int,
+    seed: int,
+    lr: float = 0.01,
+    batch: int = 64,
+) -> Tensor:
     """LossInit over `runs` runs in one process (the benchmarks' and tests' entry point)."""
-    return estimate(lambda r: loss_init_run(images, labels, make_net, r, epochs, seed, lr, batch), runs,
-                    len(images), "LossInit")[0]
+    return estimate(
+        lambda r: loss_init_run(images, labels, make_net, r, epochs, seed, lr, batch), runs, len(images), "LossInit"
+    )[0]
