@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, error_line, only_run_dir, train_cli, train_subprocess
 from lightning_modules.critical_distill import mtt
+from lightning_modules.critical_distill.jobs import score_figure
 from lightning_modules.critical_distill.selection import ScoreFile, dataset_fingerprint
 from tenfold.checkpoint_io import load_weights_only
 from tenfold.export import load_export
@@ -171,7 +172,10 @@ def test_scores_job_and_importer(
     assert saved["indicator"] == "MonteCarlo" and saved["n"] == 1257 and saved["runs"] == 3
     media = only_run_dir(tmp_path, "critical_scores") / "wandb"
     (figure,) = media.glob("offline-run-*/files/media/images/scores/per_class_*.png")
-    assert len(np.unique(np.asarray(Image.open(figure).convert("L")))) > 8  # the per-class score box plot
+    drawn = np.asarray(Image.open(figure).convert("RGB")).astype(int)
+    assert len(np.unique(drawn)) > 8  # the per-class score box plot, as redrawn from the saved scores
+    redrawn = score_figure(np.array(saved["scores"]), digits_labels(), [str(c) for c in range(10)], "MonteCarlo")
+    assert np.abs(drawn - np.asarray(redrawn).astype(int)).max() <= 1
     assert saved["fingerprint"] == dataset_fingerprint(digits_labels()) and saved["wall_time_s"] > 0
     released = tmp_path / "released.json"
     released.write_text(json.dumps(saved["scores"]))
