@@ -37,9 +37,21 @@ def run(name: str, overrides: list[str], seed: int, args: argparse.Namespace) ->
     run_name = f"{name.split(' (')[0].replace(' ', '_').replace('%', 'pct')}-s{seed}"
     out = Path(args.root) / "critical_distill" / run_name / "evaluation.json"
     if not out.is_file():
-        cmd = [sys.executable, "train.py", "--config", "configs/demo/critical_distill.yaml", f"run.root={args.root}",
-               f"run.name={run_name}", f"seed={seed}", f"data.selection.seed={seed}", "logger=csv",
-               f"model.iterations={args.iterations}", f"data.selection.scores={SCORES}", f"{KEEP}=null", *overrides]
+        cmd = [
+            sys.executable,
+            "train.py",
+            "--config",
+            "configs/demo/critical_distill.yaml",
+            f"run.root={args.root}",
+            f"run.name={run_name}",
+            f"seed={seed}",
+            f"data.selection.seed={seed}",
+            "logger=csv",
+            f"model.iterations={args.iterations}",
+            f"data.selection.scores={SCORES}",
+            f"{KEEP}=null",
+            *overrides,
+        ]
         subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
     return json.loads(out.read_text())["mean"] * 100
 
@@ -50,15 +62,18 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--root", default="/tmp/cd_bench")
     args = parser.parse_args()
-    print(f"digits, DM IPC 1, ConvNet-3 (width 64), {args.iterations} iterations, 5 evaluators x 300 epochs, "
-          f"seeds {args.seeds}")
+    print(
+        f"digits, DM IPC 1, ConvNet-3 (width 64), {args.iterations} iterations, 5 evaluators x 300 epochs, "
+        f"seeds {args.seeds}"
+    )
     print("| real data used by DM | test top-1 % (mean +- std over seeds) | per seed |")
     print("|---|---|---|")
     for name, overrides in ROWS:
         accs = [run(name, overrides, s, args) for s in args.seeds]
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        print(f"| {name} | {statistics.mean(accs):.1f} +- {std:.1f} | {', '.join(f'{a:.1f}' for a in accs)} |",
-              flush=True)
+        print(
+            f"| {name} | {statistics.mean(accs):.1f} +- {std:.1f} | {', '.join(f'{a:.1f}' for a in accs)} |", flush=True
+        )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def dm_seconds(pools: list[torch.Tensor], iterations: int) -> float:
         loss = syn.new_zeros(())
         for c, pool in enumerate(pools):
             g = matching.generator(0, it, c)
-            real, s = matching.siamese(matching.sample_real(pool, 256, g), syn[c:c + 1], DSA, g)
+            real, s = matching.siamese(matching.sample_real(pool, 256, g), syn[c : c + 1], DSA, g)
             loss = loss + matching.dm_class_loss(net.embed, real, s)
         opt.zero_grad()
         loss.backward()
@@ -54,8 +54,21 @@ def mtt_seconds(pools: list[torch.Tensor], experts: int, epochs: int, iterations
     x = torch.cat(pools)
     y = torch.cat([torch.full((len(p),), c) for c, p in enumerate(pools)])
     start = time.perf_counter()
-    buffer = torch.stack([mtt.train_expert(seeded_convnet(e, 1, len(pools), 8, WIDTH, DEPTH), x, y, epochs, 0.01, 256,
-                                           DSA, torch.Generator().manual_seed(e)) for e in range(experts)])
+    buffer = torch.stack(
+        [
+            mtt.train_expert(
+                seeded_convnet(e, 1, len(pools), 8, WIDTH, DEPTH),
+                x,
+                y,
+                epochs,
+                0.01,
+                256,
+                DSA,
+                torch.Generator().manual_seed(e),
+            )
+            for e in range(experts)
+        ]
+    )
     expert_time = time.perf_counter() - start
     syn = torch.cat([p[:1] for p in pools]).clone().requires_grad_(True)
     labels = torch.arange(len(pools))
@@ -99,19 +112,26 @@ def main() -> None:
             dm = dm_seconds(pools[keep], args.dm_iterations)
             experts, match = mtt_seconds(pools[keep], args.experts, args.expert_epochs, args.mtt_iterations)
             best[keep] = [min(a, b) for a, b in zip(best[keep], (dm, experts, match))]
-    print(f"digits 1257 train images, ConvNet-3 width {WIDTH}, 1 thread; DM {args.dm_iterations} iterations; "
-          f"MTT {args.experts} experts x {args.expert_epochs} epochs + {args.mtt_iterations} iterations x 10 steps; "
-          f"LossInit scores (5 runs x 2 epochs, full set): {score_time:.1f} s")
-    print("| keep | kept images | DM s | DM ratio | DM net ratio (+scores) | MTT experts s | MTT match s | "
-          "MTT total ratio | MTT net ratio (+scores) |")
+    print(
+        f"digits 1257 train images, ConvNet-3 width {WIDTH}, 1 thread; DM {args.dm_iterations} iterations; "
+        f"MTT {args.experts} experts x {args.expert_epochs} epochs + {args.mtt_iterations} iterations x 10 steps; "
+        f"LossInit scores (5 runs x 2 epochs, full set): {score_time:.1f} s"
+    )
+    print(
+        "| keep | kept images | DM s | DM ratio | DM net ratio (+scores) | MTT experts s | MTT match s | "
+        "MTT total ratio | MTT net ratio (+scores) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     dm_full, mtt_full = best[1.0][0], best[1.0][1] + best[1.0][2]
     for keep in KEEPS:
         dm, experts, match = best[keep]
         scored = score_time if keep < 1.0 else 0.0
-        print(f"| {keep:.0%} | {sum(len(p) for p in pools[keep])} | {dm:.2f} | {dm / dm_full:.2f} | "
-              f"{(dm + scored) / dm_full:.2f} | {experts:.2f} | {match:.2f} | {(experts + match) / mtt_full:.2f} | "
-              f"{(experts + match + scored) / mtt_full:.2f} |", flush=True)
+        print(
+            f"| {keep:.0%} | {sum(len(p) for p in pools[keep])} | {dm:.2f} | {dm / dm_full:.2f} | "
+            f"{(dm + scored) / dm_full:.2f} | {experts:.2f} | {match:.2f} | {(experts + match) / mtt_full:.2f} | "
+            f"{(experts + match + scored) / mtt_full:.2f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@ the per-class pools of KEPT images; the distillation module samples its real bat
 The train loader serves step numbers, not images: every process runs every step (the module splits the
 classes between processes), so it is an IterableDataset, which Lightning does not shard. Val/test loaders
 are the real held-out images, sharded under DDP as usual.
+
+`CriticalScoresDataModule` serves the utility-score runs (`method: critical_scores`): its predict loader
+gives process r the run ids r, r + W, r + 2W, ... (-1 pads the last round so every process takes the same
+number of steps and the per-round gathers line up).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from datamodules.digits import digit_images
 from lightning_modules.critical_distill.config import Criterion, DistillDataConfig, DistillSource
 from lightning_modules.critical_distill.selection import (
     Selection,
+    check_labels,
     dataset_fingerprint,
     load_scores,
     select,
@@ -43,8 +48,16 @@ NORMALISATION = {
 class RealData:
     """Train and held-out splits as uint8-derived float tensors, plus what identifies them."""
 
-    def __init__(self, train_x: np.ndarray, train_y: np.ndarray, val: tuple, test: tuple, class_names: list[str],
-                 mean: list[float] | None = None, std: list[float] | None = None) -> None:
+    def __init__(
+        self,
+        train_x: np.ndarray,
+        train_y: np.ndarray,
+        val: tuple,
+        test: tuple,
+        class_names: list[str],
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+    ) -> None:
         # x: (N, H, W, C) uint8 -> float (N, C, H, W), normalised with the train split's own stats if none given
         def to_tensor(x: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 255.0
@@ -80,8 +93,10 @@ def _torchvision_cifar(source: DistillSource, root: str | None) -> RealData:
     ten = source is DistillSource.cifar10
     cls, folder = (CIFAR10, "cifar-10-batches-py") if ten else (CIFAR100, "cifar-100-python")
     if not root or not (Path(root) / folder).is_dir():
-        raise DataError(f"data.source={source.value} needs data.root: the folder holding torchvision's {folder}/ "
-                        f"(got {root!r}); or use data.source=hf with data.hf_name (a local copy or the HF cache)")
+        raise DataError(
+            f"data.source={source.value} needs data.root: the folder holding torchvision's {folder}/ "
+            f"(got {root!r}); or use data.source=hf with data.hf_name (a local copy or the HF cache)"
+        )
     try:
         train, test = cls(root, train=True, download=False), cls(root, train=False, download=False)
     except RuntimeError as exc:
@@ -100,8 +115,9 @@ def _hf(cfg: DistillDataConfig) -> RealData:
     set_offline(cfg.offline, cfg.cache_dir)
 
     def arrays(split: str, classes: list | None) -> tuple[np.ndarray, np.ndarray, list]:
-        ds = HFImageDataset(load_hf_split(cfg.hf_name, cfg.root, split, cfg.cache_dir), cfg.image_column,
-                            cfg.label_column, classes)
+        ds = HFImageDataset(
+            load_hf_split(cfg.hf_name, cfg.root, split, cfg.cache_dir), cfg.image_column, cfg.label_column, classes
+        )
         x = np.stack([np.asarray(ds[i][0]) for i in range(len(ds))])
         return x, np.array([ds[i][1] for i in range(len(ds))]), ds.classes
 
@@ -136,6 +152,20 @@ class StepIndices(IterableDataset):
         return iter(torch.arange(self.start, self.steps))
 
 
+class RunIds(IterableDataset):
+    """This process's share of `runs` score runs, round by round: round j is run j * world + rank (or -1)."""
+
+    def __init__(self, runs: int, rank: int, world: int) -> None:
+        self.runs, self.rank, self.world = runs, rank, world
+
+    def __len__(self) -> int:
+        return -(-self.runs // self.world)
+
+    def __iter__(self):
+        ids = [j * self.world + self.rank for j in range(len(self))]
+        return iter(torch.tensor([r if r < self.runs else -1 for r in ids]))
+
+
 class CriticalDistillDataModule(MethodDataModule):
     cfg: DistillDataConfig
 
@@ -151,17 +181,29 @@ class CriticalDistillDataModule(MethodDataModule):
 
     def module_kwargs(self) -> dict:
         self._prepare()
-        return {"class_names": self.data.class_names, "image_shape": list(self.data.train_x.shape[1:]),
-                "mean": self.data.mean, "std": self.data.std, "kept_per_class": self.selection.per_class_kept,
-                "subset_hash": self.subset_hash}
+        return {
+            "class_names": self.data.class_names,
+            "image_shape": list(self.data.train_x.shape[1:]),
+            "mean": self.data.mean,
+            "std": self.data.std,
+            "kept_per_class": self.selection.per_class_kept,
+            "subset_hash": self.subset_hash,
+        }
 
     def export_meta(self) -> ExportMeta:
         self._prepare()
-        return ExportMeta(input_size=list(self.data.train_x.shape[1:]), mean=self.data.mean, std=self.data.std,
-                          class_names=self.data.class_names,
-                          extra={"dataset_fingerprint": self.data.fingerprint, "subset_hash": self.subset_hash,
-                                 "criterion": self.selection.criterion,
-                                 "kept_fraction": round(self.selection.kept_fraction, 6)})
+        return ExportMeta(
+            input_size=list(self.data.train_x.shape[1:]),
+            mean=self.data.mean,
+            std=self.data.std,
+            class_names=self.data.class_names,
+            extra={
+                "dataset_fingerprint": self.data.fingerprint,
+                "subset_hash": self.subset_hash,
+                "criterion": self.selection.criterion,
+                "kept_fraction": round(self.selection.kept_fraction, 6),
+            },
+        )
 
     # ---- selection
 
@@ -185,17 +227,28 @@ class CriticalDistillDataModule(MethodDataModule):
         scores = None
         if sel.criterion not in (Criterion.none, Criterion.random):
             if not sel.scores:
-                raise DataError(f"data.selection.criterion={sel.criterion.value} needs data.selection.scores: a score "
-                                "file from method=critical_scores or method=critical_scores_import")
+                raise DataError(
+                    f"data.selection.criterion={sel.criterion.value} needs data.selection.scores: a score "
+                    "file from method=critical_scores or method=critical_scores_import"
+                )
             score_file = load_scores(sel.scores, labels)
             indicator = sel.criterion.value.rpartition("_")[0]
             if score_file.indicator != indicator:
-                raise DataError(f"data.selection.scores={sel.scores} holds {score_file.indicator} scores but "
-                                f"criterion={sel.criterion.value} ranks by {indicator}")
+                raise DataError(
+                    f"data.selection.scores={sel.scores} holds {score_file.indicator} scores but "
+                    f"criterion={sel.criterion.value} ranks by {indicator}"
+                )
             scores = score_file.scores
         ratios = (sel.drop_ratio, sel.keep_ratio) if sel.criterion is not Criterion.none else (None, None)
-        self.selection = select(labels, sel.criterion.value, scores, *ratios, keep_to=sel.keep_to,
-                                seed=sel.seed, class_names=self.data.class_names)
+        self.selection = select(
+            labels,
+            sel.criterion.value,
+            scores,
+            *ratios,
+            keep_to=sel.keep_to,
+            seed=sel.seed,
+            class_names=self.data.class_names,
+        )
 
     # ---- Lightning hooks
 
@@ -215,3 +268,47 @@ class CriticalDistillDataModule(MethodDataModule):
     def _held(self, x: torch.Tensor, y: torch.Tensor) -> DataLoader:
         batch = self.cfg.eval_batch_size_per_device or self.cfg.batch_size_per_device
         return DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=False, num_workers=self.cfg.num_workers)
+
+
+class CriticalScoresDataModule(MethodDataModule):
+    """The whole training set (no selection: the scores rank all of it) and the run ids of this process."""
+
+    cfg: DistillDataConfig
+
+    def __init__(self, cfg: DistillDataConfig) -> None:
+        super().__init__(cfg)
+        self.data: RealData | None = None
+
+    def _prepare(self) -> RealData:
+        if self.data is None:
+            self.data = load_real_data(self.cfg)
+            check_labels(self.data.train_y.numpy())
+        return self.data
+
+    def check(self) -> None:
+        self._prepare()
+
+    def module_kwargs(self) -> dict:
+        data = self._prepare()
+        return {
+            "class_names": data.class_names,
+            "image_shape": list(data.train_x.shape[1:]),
+            "fingerprint": data.fingerprint,
+        }
+
+    def export_meta(self) -> ExportMeta:
+        data = self._prepare()
+        return ExportMeta(
+            input_size=list(data.train_x.shape[1:]),
+            mean=data.mean,
+            std=data.std,
+            class_names=data.class_names,
+            extra={"dataset_fingerprint": data.fingerprint},
+        )
+
+    def setup(self, stage: str) -> None:
+        self._prepare()
+
+    def predict_dataloader(self) -> DataLoader:
+        runs = self.trainer.lightning_module.num_runs()
+        return DataLoader(RunIds(runs, self.trainer.global_rank, self.trainer.world_size), batch_size=None)

@@ -33,7 +33,7 @@ METHODS: dict[str, M] = {
     "critical_distill": M("lightning_modules.critical_distill.module",
                           "Distill Gold from Massive Ores (arXiv 2305.18381): critical real samples + DM/DC/DSA/MTT"),
     "critical_scores": M("lightning_modules.critical_distill.jobs",
-                         "Distill Gold from Massive Ores: LossInit/LossConverge/MonteCarlo utility scores (job)"),
+                         "Distill Gold from Massive Ores: LossInit/LossConverge/MonteCarlo scores (runs split by DDP)"),
     "critical_scores_import": M("lightning_modules.critical_distill.jobs",
                                 "Distill Gold from Massive Ores: import the authors' released score files (job)"),
     "anomaly_aug": M("lightning_modules.anomaly_aug.module",

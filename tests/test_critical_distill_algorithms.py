@@ -68,7 +68,7 @@ def test_class_split_gradient_equals_whole_gradient(objective: str) -> None:
         loss = syn.new_zeros(())
         for c in classes:
             g = matching.generator(0, 2, 7, c)
-            real, s = matching.siamese(matching.sample_real(pools[c], 8, g), syn[c:c + 1], "color_crop_scale", g)
+            real, s = matching.siamese(matching.sample_real(pools[c], 8, g), syn[c : c + 1], "color_crop_scale", g)
             if objective == "dm":
                 loss = loss + matching.dm_class_loss(net.embed, real, s)
             else:
@@ -115,6 +115,39 @@ def test_utility_estimators_are_seeded_and_monte_carlo_counts_unseen() -> None:
     a = scores.loss_init(x, y, make, runs=2, epochs=1, seed=0, batch=10)
     b = scores.loss_init(x, y, make, runs=2, epochs=1, seed=0, batch=10)
     assert torch.equal(a, b) and a.shape == (30,) and torch.isfinite(a).all()
+    # the mean of the per-run contributions: each run depends on (seed, run id) only
+    runs = [scores.loss_init_run(x, y, make, r, 1, 0, batch=10)[0] for r in range(2)]
+    assert torch.equal(a, (runs[0] + runs[1]) / 2) and not torch.equal(runs[0], runs[1])
     acc_sum = torch.tensor([1.0, 0.0, 0.5])
     value, unseen = scores.monte_carlo_value(acc_sum, torch.tensor([2.0, 0.0, 1.0]))
     assert unseen == 1 and value.tolist() == [0.5, 0.5, 0.5]
+
+
+@pytest.mark.parametrize("indicator", ["LossInit", "LossConverge", "MonteCarlo"])
+def test_runs_split_between_processes_add_up_to_the_one_process_scores(indicator: str) -> None:
+    """Round by round, as 2 processes would (RunIds shares, one gather per round), the bit-identical sum."""
+    from datamodules.critical_distill import RunIds
+
+    x, y = torch.randn(30, 1, 8, 8), torch.arange(3).repeat(10)
+    held_x, held_y = torch.randn(9, 1, 8, 8), torch.arange(3).repeat(3)
+
+    def make(seed: int) -> ConvNet:
+        return seeded_convnet(seed, 1, 3, 8, 8, 2)
+
+    def run(r: int) -> torch.Tensor:
+        if indicator == "MonteCarlo":
+            return scores.monte_carlo_run(x, y, held_x, held_y, make, r, 1, 7, subset_fraction=0.3, batch=10)
+        estimator = scores.loss_init_run if indicator == "LossInit" else scores.loss_converge_run
+        return estimator(x, y, make, r, 1, 7, batch=10)
+
+    runs = 3  # 2 processes: rank 1 pads its second round
+    one, unseen = scores.estimate(run, runs, 30, indicator)
+    shares = [list(RunIds(runs, rank, 2)) for rank in range(2)]
+    assert [len(s) for s in shares] == [2, 2] and sorted(int(r) for s in shares for r in s if r >= 0) == [0, 1, 2]
+    total, parts = torch.zeros(2, 30, dtype=torch.float64), {}
+    for round_ids in zip(*shares):  # what every process holds after the round's all_gather (runs recomputed)
+        parts.update({int(r): run(int(r)) for r in round_ids if r >= 0})
+        total = scores.add_in_run_order(total, [(int(r), parts[int(r)]) for r in round_ids if r >= 0])
+    two, unseen_two = scores.finish(indicator, total)
+    assert torch.equal(one, two) and unseen == unseen_two and torch.isfinite(one).all()
+    assert not torch.equal(one, scores.finish(indicator, parts[0] + parts[1])[0])  # every run counts

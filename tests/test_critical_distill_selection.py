@@ -29,13 +29,15 @@ def authors_order(labels: np.ndarray, scores: np.ndarray, criterion: str) -> lis
     """GoldFromOres `sample_indices_to_drop`, restated from the notes (§4.2): per class, Python's `sorted` of
     the class's indices on the score (negated for _large), so the samples to drop come first."""
     sign = -1.0 if criterion.endswith("_large") else 1.0
-    return [sorted((int(i) for i in np.flatnonzero(labels == c)), key=lambda i: sign * scores[i])
-            for c in range(int(labels.max()) + 1)]
+    return [
+        sorted((int(i) for i in np.flatnonzero(labels == c)), key=lambda i: sign * scores[i])
+        for c in range(int(labels.max()) + 1)
+    ]
 
 
 def authors_kept(order: list[list[int]], drop_ratio: float) -> np.ndarray:
     """... then `keep_from = int(drop_ratio * n_c)`, `keep_to = int(1.0 * n_c)` in floating point."""
-    kept = [i for idx in order for i in idx[int(drop_ratio * len(idx)):int(1.0 * len(idx))]]
+    kept = [i for idx in order for i in idx[int(drop_ratio * len(idx)) : int(1.0 * len(idx))]]
     return np.sort(np.array(kept))
 
 
@@ -67,10 +69,16 @@ def test_where_the_official_float_floor_keeps_one_more() -> None:
     assert official_kept_count(178, keep_ratio=0.1) == 18
     assert select(blocks([178]), "random", keep_ratio=0.1).per_class_kept == [18]
     # On digits-sized classes the float rule keeps one more in these (size, keep ratio) cases:
-    cases = [(n, k) for n in range(120, 131) for k in (0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9)
-             if official_kept_count(n, keep_ratio=k) != select(blocks([n]), "random", keep_ratio=k).per_class_kept[0]]
-    assert all(official_kept_count(n, keep_ratio=k) == select(blocks([n]), "random", keep_ratio=k).per_class_kept[0] + 1
-               for n, k in cases)
+    cases = [
+        (n, k)
+        for n in range(120, 131)
+        for k in (0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9)
+        if official_kept_count(n, keep_ratio=k) != select(blocks([n]), "random", keep_ratio=k).per_class_kept[0]
+    ]
+    assert all(
+        official_kept_count(n, keep_ratio=k) == select(blocks([n]), "random", keep_ratio=k).per_class_kept[0] + 1
+        for n, k in cases
+    )
     assert cases == [(120, 0.8), (120, 0.9), (125, 0.8), (130, 0.8), (130, 0.9)]
 
 

@@ -47,15 +47,20 @@ def _randint(low: int, high: int, g: torch.Generator) -> int:
     return int(torch.randint(low, high, (), generator=g))
 
 
-def sample_transform(strategy: str, image_size: int, generator: torch.Generator,
-                     ranges: DSARanges = DSARanges()) -> dict:
+def sample_transform(
+    strategy: str, image_size: int, generator: torch.Generator, ranges: DSARanges = DSARanges()
+) -> dict:
     """One op of `strategy` and its (scalar) parameters, all drawn from `generator`."""
     ops = parse_strategy(strategy)
     op = ops[_randint(0, len(ops), generator)]
     g, r = generator, ranges
     if op == "color":
-        return {"op": op, "brightness": (_uniform(g) - 0.5) * r.brightness,
-                "saturation": _uniform(g) * r.saturation, "contrast": _uniform(g) + r.contrast}
+        return {
+            "op": op,
+            "brightness": (_uniform(g) - 0.5) * r.brightness,
+            "saturation": _uniform(g) * r.saturation,
+            "contrast": _uniform(g) + r.contrast,
+        }
     if op == "crop":
         shift = int(image_size * r.ratio_crop_pad + 0.5)
         return {"op": op, "shift": shift, "dx": _randint(-shift, shift + 1, g), "dy": _randint(-shift, shift + 1, g)}
@@ -90,7 +95,7 @@ def apply_transform(x: Tensor, t: dict) -> Tensor:
     if op == "crop":  # translate by (dx, dy) pixels, zero fill
         s, h, w = t["shift"], x.shape[2], x.shape[3]
         padded = F.pad(x, (s, s, s, s))
-        return padded[:, :, s + t["dy"]:s + t["dy"] + h, s + t["dx"]:s + t["dx"] + w]
+        return padded[:, :, s + t["dy"] : s + t["dy"] + h, s + t["dx"] : s + t["dx"] + w]
     if op == "cutout":
         h, w, cut = x.shape[2], x.shape[3], t["cut"]
         rows = (torch.arange(cut, device=x.device) + t["oy"] - cut // 2).clamp(0, h - 1)

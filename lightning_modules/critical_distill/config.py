@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from tenfold.config import CheckpointConfig, ExperimentConfig, ExportConfig, JobConfig, LoggerKind, TrainerConfig
+from tenfold.config import (
+    CheckpointConfig,
+    ExperimentConfig,
+    ExportConfig,
+    InferenceConfig,
+    JobConfig,
+    LoggerKind,
+    TrainerConfig,
+)
 
 
 class Algorithm(enum.Enum):
@@ -128,7 +136,7 @@ class CriticalDistillConfig(ExperimentConfig):
 
 
 # --------------------------------------------------------------------------------------------------
-# Jobs
+# The score estimation (a Trainer's predict loop, sharded by run) and the importer (a job)
 
 
 @dataclass
@@ -142,11 +150,12 @@ class ScoresModelConfig:
     net_width: int = 128
     net_depth: int = 3
     output: str | None = None  # None: <run dir>/scores_<indicator>.json
-    device: str = "auto"  # auto: cuda when available
 
 
 @dataclass
-class CriticalScoresConfig(JobConfig):
+class CriticalScoresConfig(InferenceConfig):
+    """The score runs are `trainer.predict` batches, one run each, split between the DDP processes."""
+
     method: str = "critical_scores"
     logger: LoggerKind = LoggerKind.csv
     model: ScoresModelConfig = field(default_factory=ScoresModelConfig)

@@ -19,8 +19,15 @@ def _batches(n: int, batch: int, g: torch.Generator) -> list[Tensor]:
     return list(torch.randperm(n, generator=g).split(batch))
 
 
-def _train_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, images: Tensor, labels: Tensor, batch: int,
-                 g: torch.Generator, dsa_strategy: str | None) -> None:
+def _train_epoch(
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: Tensor,
+    labels: Tensor,
+    batch: int,
+    g: torch.Generator,
+    dsa_strategy: str | None,
+) -> None:
     """One shuffled pass of cross-entropy SGD steps, DSA-augmenting each batch when asked."""
     for idx in _batches(len(images), batch, g):
         x = images[idx.to(images.device)]
@@ -32,8 +39,16 @@ def _train_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, images: Tenso
         optimizer.step()
 
 
-def train_on_synthetic(net: nn.Module, images: Tensor, labels: Tensor, epochs: int, g: torch.Generator,
-                       lr: float = 0.01, batch: int = 256, dsa_strategy: str | None = None) -> nn.Module:
+def train_on_synthetic(
+    net: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    epochs: int,
+    g: torch.Generator,
+    lr: float = 0.01,
+    batch: int = 256,
+    dsa_strategy: str | None = None,
+) -> nn.Module:
     images, labels = images.detach(), labels.detach()
     decay_at = epochs // 2 + 1
 
@@ -53,14 +68,25 @@ def train_on_synthetic(net: nn.Module, images: Tensor, labels: Tensor, epochs: i
 @torch.no_grad()
 def accuracy(net: nn.Module, images: Tensor, labels: Tensor, batch: int = 512) -> float:
     net.eval()
-    correct = sum(int((net(images[i:i + batch]).argmax(-1) == labels[i:i + batch]).sum())
-                  for i in range(0, len(images), batch))
+    correct = sum(
+        int((net(images[i : i + batch]).argmax(-1) == labels[i : i + batch]).sum())
+        for i in range(0, len(images), batch)
+    )
     return correct / len(images)
 
 
-def train_classifier(net: nn.Module, images: Tensor, labels: Tensor, epochs: int, g: torch.Generator,
-                     lr: float = 0.01, momentum: float = 0.9, batch: int = 64, dsa_strategy: str | None = None,
-                     after_epoch=None) -> nn.Module:
+def train_classifier(
+    net: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    epochs: int,
+    g: torch.Generator,
+    lr: float = 0.01,
+    momentum: float = 0.9,
+    batch: int = 64,
+    dsa_strategy: str | None = None,
+    after_epoch=None,
+) -> nn.Module:
     """Plain SGD training on real data (utility scores, MTT experts); `after_epoch(epoch, net)` after each epoch."""
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
     for ep in range(epochs):
@@ -74,5 +100,9 @@ def train_classifier(net: nn.Module, images: Tensor, labels: Tensor, epochs: int
 @torch.no_grad()
 def per_sample_loss(net: nn.Module, images: Tensor, labels: Tensor, batch: int = 512) -> Tensor:
     net.eval()
-    return torch.cat([F.cross_entropy(net(images[i:i + batch]), labels[i:i + batch], reduction="none")
-                      for i in range(0, len(images), batch)])
+    return torch.cat(
+        [
+            F.cross_entropy(net(images[i : i + batch]), labels[i : i + batch], reduction="none")
+            for i in range(0, len(images), batch)
+        ]
+    )

@@ -24,8 +24,10 @@ def dc_loops(ipc: int, outer: int | None, inner: int | None) -> tuple[int, int]:
     if outer is not None and inner is not None:
         return outer, inner
     if ipc not in DC_LOOPS:
-        raise ConfigError(f"model.ipc={ipc} has no DC loop setting (the official code exits here): set "
-                          f"model.dc_outer_loop and model.dc_inner_loop, or use ipc in {sorted(DC_LOOPS)}")
+        raise ConfigError(
+            f"model.ipc={ipc} has no DC loop setting (the official code exits here): set "
+            f"model.dc_outer_loop and model.dc_inner_loop, or use ipc in {sorted(DC_LOOPS)}"
+        )
     return DC_LOOPS[ipc]
 
 

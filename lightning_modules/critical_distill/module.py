@@ -9,9 +9,10 @@ synthetic set only, their test accuracies as mean +- std.
 
 Processes: DM and DC/DSA objectives are sums of per-class terms; process r computes the classes
 c = r, r + W, ... with the same per-step network seed and real/augmentation streams as one process would, and
-DDP's gradient average (times W) is exactly the one-process gradient of the whole sum. MTT is not split: every
-process computes the same step (their gradients are identical, so the average changes nothing). Evaluation
-networks are split between processes and gathered before testing.
+DDP's gradient average (times W) is exactly the one-process gradient of the whole sum. MTT's experts are split
+between processes (expert e by process e mod W) and gathered; its matching step is not split: every process
+computes the same step (their gradients are identical, so the average changes nothing). Evaluation networks
+are split between processes and gathered before testing.
 """
 
 from __future__ import annotations
@@ -43,15 +44,34 @@ from tenfold.registry import register_method
 INIT, NET, REAL, INNER, MTT_STEP, VAL, EVAL, EXPERT = range(8)
 
 
-@register_method("critical_distill", config=CriticalDistillConfig, datamodule=CriticalDistillDataModule,
-                 required_trainer={"max_epochs": 1})
+@register_method(
+    "critical_distill",
+    config=CriticalDistillConfig,
+    datamodule=CriticalDistillDataModule,
+    required_trainer={"max_epochs": 1},
+)
 class CriticalDistillModule(MethodModule):
     config_class = CriticalDistillConfig
 
-    def __init__(self, config: dict, class_names: list[str], image_shape: list[int], mean: list[float],
-                 std: list[float], kept_per_class: list[int], subset_hash: str) -> None:
-        super().__init__(config, class_names=class_names, image_shape=image_shape, mean=mean, std=std,
-                         kept_per_class=kept_per_class, subset_hash=subset_hash)
+    def __init__(
+        self,
+        config: dict,
+        class_names: list[str],
+        image_shape: list[int],
+        mean: list[float],
+        std: list[float],
+        kept_per_class: list[int],
+        subset_hash: str,
+    ) -> None:
+        super().__init__(
+            config,
+            class_names=class_names,
+            image_shape=image_shape,
+            mean=mean,
+            std=std,
+            kept_per_class=kept_per_class,
+            subset_hash=subset_hash,
+        )
         m = self.cfg.model
         self.class_names, self.image_shape = list(class_names), list(image_shape)
         self.mean, self.std, self.subset_hash = list(mean), list(std), subset_hash
@@ -60,8 +80,10 @@ class CriticalDistillModule(MethodModule):
             raise ConfigError(f"model.ipc={m.ipc}: at least one synthetic image per class")
         if m.init is InitMode.real and min(kept_per_class) < m.ipc:
             c = min(range(self.num_classes), key=lambda i: kept_per_class[i])
-            raise DataError(f"data.selection keeps {kept_per_class[c]} real image(s) of class {class_names[c]} but "
-                            f"model.ipc={m.ipc} with model.init=real draws {m.ipc}: keep more or set model.init=noise")
+            raise DataError(
+                f"data.selection keeps {kept_per_class[c]} real image(s) of class {class_names[c]} but "
+                f"model.ipc={m.ipc} with model.init=real draws {m.ipc}: keep more or set model.init=noise"
+            )
         self.algorithm = m.algorithm
         self.dsa_strategy = None if m.algorithm is Algorithm.dc else m.dsa_strategy
         if self.dsa_strategy:
@@ -69,8 +91,11 @@ class CriticalDistillModule(MethodModule):
                 parse_strategy(self.dsa_strategy)
             except ValueError as exc:
                 raise ConfigError(f"model.dsa_strategy: {exc}") from None
-        self.outer_loop, self.inner_loop = (matching.dc_loops(m.ipc, m.dc_outer_loop, m.dc_inner_loop)
-                                            if m.algorithm in (Algorithm.dc, Algorithm.dsa) else (1, 0))
+        self.outer_loop, self.inner_loop = (
+            matching.dc_loops(m.ipc, m.dc_outer_loop, m.dc_inner_loop)
+            if m.algorithm in (Algorithm.dc, Algorithm.dsa)
+            else (1, 0)
+        )
         self.eval_epochs = m.eval_epochs if m.eval_epochs is not None else (1000 if self.dsa_strategy else 300)
         if m.algorithm is Algorithm.mtt and m.mtt.buffer is not None:  # refuse another subset's experts now
             probe = ConvNet(image_shape[0], self.num_classes, image_shape[1], m.net_width, m.net_depth)
@@ -102,8 +127,15 @@ class CriticalDistillModule(MethodModule):
 
     def fresh_net(self, *stream: int) -> ConvNet:
         m = self.cfg.model
-        return seeded_convnet(stream_seed(self.cfg.seed, *stream), self.image_shape[0], self.num_classes,
-                              self.image_shape[1], m.net_width, m.net_depth, self.device)
+        return seeded_convnet(
+            stream_seed(self.cfg.seed, *stream),
+            self.image_shape[0],
+            self.num_classes,
+            self.image_shape[1],
+            m.net_width,
+            m.net_depth,
+            self.device,
+        )
 
     def my_classes(self) -> range:
         return range(self.global_rank, self.num_classes, self.trainer.world_size)
@@ -138,22 +170,29 @@ class CriticalDistillModule(MethodModule):
                 block = matching.sample_real(self._pools[c], ipc, g)
             else:
                 block = torch.randn(ipc, *self.image_shape, generator=g).to(self.device)
-            self.net.images[c * ipc:(c + 1) * ipc] = block
+            self.net.images[c * ipc : (c + 1) * ipc] = block
         self.net.initialised.fill_(True)
 
     def _record_selection(self, datamodule: CriticalDistillDataModule) -> None:
         sel = datamodule.selection
-        record = {"criterion": sel.criterion, "subset_hash": self.subset_hash,
-                  "dataset_fingerprint": datamodule.data.fingerprint, "kept_fraction": sel.kept_fraction,
-                  "per_class_total": sel.per_class_total, "per_class_kept": sel.per_class_kept,
-                  "kept_indices": [int(i) for i in sel.kept]}
+        record = {
+            "criterion": sel.criterion,
+            "subset_hash": self.subset_hash,
+            "dataset_fingerprint": datamodule.data.fingerprint,
+            "kept_fraction": sel.kept_fraction,
+            "per_class_total": sel.per_class_total,
+            "per_class_kept": sel.per_class_kept,
+            "kept_indices": [int(i) for i in sel.kept],
+        }
         path = self.run_dir / "selection.json"
         path.write_text(json.dumps(record))
         numbers = {"selection/kept": len(sel.kept), "selection/kept_fraction": sel.kept_fraction}
         numbers.update({f"selection/kept_class_{c}": k for c, k in enumerate(sel.per_class_kept)})
         self.log_run_numbers(numbers)
-        rank_zero_info(f"selection {sel.criterion}: kept {len(sel.kept)} of {sum(sel.per_class_total)} "
-                       f"({sel.kept_fraction:.4%}), per class {sel.per_class_kept}; indices in {path}")
+        rank_zero_info(
+            f"selection {sel.criterion}: kept {len(sel.kept)} of {sum(sel.per_class_total)} "
+            f"({sel.kept_fraction:.4%}), per class {sel.per_class_kept}; indices in {path}"
+        )
         if has_media_logger(self.loggers):
             log_image(self.loggers, "selection/kept_fraction_curve", kept_fraction_figure(sel, self.class_names), 0)
 
@@ -163,29 +202,59 @@ class CriticalDistillModule(MethodModule):
         path = m.buffer
         if path is None:
             path = str(self.run_dir / "mtt_buffer.pt")
+            start = time.perf_counter()
+            trajectories = self.train_experts(num_params)  # every process trains its share
+            seconds = time.perf_counter() - start
             if self.trainer.is_global_zero:
-                start = time.perf_counter()
-                trajectories = self.train_experts()
-                seconds = time.perf_counter() - start
-                mtt.save_buffer(path, trajectories, {
-                    "subset_hash": self.subset_hash, "dataset_fingerprint": datamodule.data.fingerprint,
-                    "num_experts": m.num_experts, "train_epochs": m.train_epochs, "lr_teacher": m.lr_teacher,
-                    "net_width": self.cfg.model.net_width, "net_depth": self.cfg.model.net_depth,
-                    "seconds": seconds})
+                mtt.save_buffer(
+                    path,
+                    trajectories,
+                    {
+                        "subset_hash": self.subset_hash,
+                        "dataset_fingerprint": datamodule.data.fingerprint,
+                        "num_experts": m.num_experts,
+                        "train_epochs": m.train_epochs,
+                        "lr_teacher": m.lr_teacher,
+                        "net_width": self.cfg.model.net_width,
+                        "net_depth": self.cfg.model.net_depth,
+                        "seconds": seconds,
+                    },
+                )
                 self.log_run_numbers({"mtt/expert_seconds": seconds})
-                rank_zero_info(f"MTT: {m.num_experts} experts x {m.train_epochs} epochs on the kept subset in "
-                               f"{seconds:.1f} s -> {path}")
+                rank_zero_info(
+                    f"MTT: {m.num_experts} experts x {m.train_epochs} epochs on the kept subset in "
+                    f"{seconds:.1f} s on {self.trainer.world_size} process(es) -> {path}"
+                )
             self.trainer.strategy.barrier("mtt-experts")
         return mtt.load_buffer(path, self.subset_hash, num_params).to(self.device)
 
-    def train_experts(self) -> Tensor:
+    def train_experts(self, num_params: int) -> Tensor:
+        """(experts, epochs + 1, P) trajectories. Expert e depends only on (seed, e); round j trains expert
+        j * W + rank in each process and one all_gather hands every process the round's experts, in order."""
         m = self.cfg.model.mtt
         x = torch.cat(self._pools)
         y = torch.cat([torch.full((len(p),), c, device=self.device) for c, p in enumerate(self._pools)])
-        return torch.stack([
-            mtt.train_expert(self.fresh_net(EXPERT, e), x, y, m.train_epochs, m.lr_teacher, self.cfg.model.batch_train,
-                             self.dsa_strategy, generator(self.cfg.seed, EXPERT, e))
-            for e in range(m.num_experts)])
+        world, shape = self.trainer.world_size, (m.train_epochs + 1, num_params)
+        trajectories: list[Tensor] = []
+        for first in range(0, m.num_experts, world):
+            e = first + self.global_rank
+            mine = (
+                mtt.train_expert(
+                    self.fresh_net(EXPERT, e),
+                    x,
+                    y,
+                    m.train_epochs,
+                    m.lr_teacher,
+                    self.cfg.model.batch_train,
+                    self.dsa_strategy,
+                    generator(self.cfg.seed, EXPERT, e),
+                )
+                if e < m.num_experts
+                else torch.zeros(shape)
+            )  # padding: every process gathers the same shape
+            gathered = self.all_gather(mine.to(self.device)).reshape(-1, *shape).cpu()
+            trajectories.extend(gathered[: min(world, m.num_experts - first)])
+        return torch.stack(trajectories)
 
     # ---- one image update
 
@@ -204,8 +273,16 @@ class CriticalDistillModule(MethodModule):
         for opt in optimizers:
             opt.step()
         # The total objective: a sum over the classes of all processes (MTT: identical in every process).
-        self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, sync_dist=True,
-                 reduce_fx="mean" if self.algorithm is Algorithm.mtt else "sum", batch_size=1)
+        self.log(
+            "train/loss",
+            loss.detach(),
+            prog_bar=True,
+            on_step=True,
+            on_epoch=False,
+            sync_dist=True,
+            reduce_fx="mean" if self.algorithm is Algorithm.mtt else "sum",
+            batch_size=1,
+        )
         if self.algorithm is Algorithm.mtt:
             self.log("train/syn_lr", self.net.syn_lr.detach(), on_step=True, on_epoch=False, batch_size=1)
         return loss
@@ -229,9 +306,17 @@ class CriticalDistillModule(MethodModule):
             self._dc_net = self.fresh_net(NET, it)
         else:
             images, labels = self.net()
-            train_classifier(self._dc_net, images.detach(), labels, self.inner_loop,
-                             generator(self.cfg.seed, INNER, step), lr=m.lr_net, momentum=0.0,
-                             batch=m.batch_train, dsa_strategy=self.dsa_strategy)
+            train_classifier(
+                self._dc_net,
+                images.detach(),
+                labels,
+                self.inner_loop,
+                generator(self.cfg.seed, INNER, step),
+                lr=m.lr_net,
+                momentum=0.0,
+                batch=m.batch_train,
+                dsa_strategy=self.dsa_strategy,
+            )
         net = self._dc_net.train()
         loss = self.net.images.new_zeros(())
         for c in self.my_classes():
@@ -246,14 +331,25 @@ class CriticalDistillModule(MethodModule):
         g = generator(self.cfg.seed, MTT_STEP, step)
         experts, epochs = self._experts.shape[0], self._experts.shape[1] - 1
         if m.max_start_epoch + m.expert_epochs > epochs + 1 or m.max_start_epoch < 1:
-            raise ConfigError(f"model.mtt.max_start_epoch={m.max_start_epoch} + expert_epochs={m.expert_epochs} "
-                              f"exceeds the {epochs} epochs of the expert buffer")
+            raise ConfigError(
+                f"model.mtt.max_start_epoch={m.max_start_epoch} + expert_epochs={m.expert_epochs} "
+                f"exceeds the {epochs} epochs of the expert buffer"
+            )
         e = int(torch.randint(experts, (), generator=g))
         t = int(torch.randint(m.max_start_epoch, (), generator=g))
         images, labels = self.net()
-        return mtt.trajectory_loss(self._student, self._experts[e, t], self._experts[e, t + m.expert_epochs],
-                                   images, labels, self.net.syn_lr, m.syn_steps, m.batch_syn or len(images),
-                                   self.dsa_strategy, g)
+        return mtt.trajectory_loss(
+            self._student,
+            self._experts[e, t],
+            self._experts[e, t + m.expert_epochs],
+            images,
+            labels,
+            self.net.syn_lr,
+            m.syn_steps,
+            m.batch_syn or len(images),
+            self.dsa_strategy,
+            g,
+        )
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         step, every = int(batch), self.cfg.model.image_log_every
@@ -267,8 +363,14 @@ class CriticalDistillModule(MethodModule):
     def log_synthetic_grid(self, step: int) -> None:
         images = self.denormalise(self.net.images.detach()).cpu()
         captions = [self.class_names[int(c)] for c in self.net.labels]
-        log_image_grid(self.loggers, "distill/synthetic", list(images), step, captions,
-                       nrow=max(self.cfg.model.ipc, self.num_classes if self.cfg.model.ipc == 1 else 1))
+        log_image_grid(
+            self.loggers,
+            "distill/synthetic",
+            list(images),
+            step,
+            captions,
+            nrow=max(self.cfg.model.ipc, self.num_classes if self.cfg.model.ipc == 1 else 1),
+        )
 
     def denormalise(self, x: Tensor) -> Tensor:
         mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
@@ -280,9 +382,16 @@ class CriticalDistillModule(MethodModule):
     def on_validation_epoch_start(self) -> None:
         images, labels = self.net()
         with torch.inference_mode(False), torch.enable_grad():  # Lightning evaluates under inference mode
-            self._val_net = train_on_synthetic(self.fresh_net(VAL, 0), images, labels, self.evaluation_budget()[2],
-                                               generator(self.cfg.seed, VAL, 0), lr=self.cfg.model.eval_lr,
-                                               batch=self.cfg.model.batch_train, dsa_strategy=self.dsa_strategy)
+            self._val_net = train_on_synthetic(
+                self.fresh_net(VAL, 0),
+                images,
+                labels,
+                self.evaluation_budget()[2],
+                generator(self.cfg.seed, VAL, 0),
+                lr=self.cfg.model.eval_lr,
+                batch=self.cfg.model.batch_train,
+                dsa_strategy=self.dsa_strategy,
+            )
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
@@ -306,9 +415,16 @@ class CriticalDistillModule(MethodModule):
             n = rank * per + j
             if n < networks:
                 with torch.inference_mode(False), torch.enable_grad():  # Lightning tests under inference mode
-                    net = train_on_synthetic(self.fresh_net(EVAL, n), images.clone(), labels.clone(),
-                                             epochs, generator(self.cfg.seed, EVAL, n), lr=m.eval_lr,
-                                             batch=m.batch_train, dsa_strategy=self.dsa_strategy)
+                    net = train_on_synthetic(
+                        self.fresh_net(EVAL, n),
+                        images.clone(),
+                        labels.clone(),
+                        epochs,
+                        generator(self.cfg.seed, EVAL, n),
+                        lr=m.eval_lr,
+                        batch=m.batch_train,
+                        dsa_strategy=self.dsa_strategy,
+                    )
                 vectors.append(parameters_to_vector(net.parameters()).detach())
             else:  # padding so every process gathers the same shape
                 vectors.append(torch.zeros_like(parameters_to_vector(template.parameters())))
@@ -336,20 +452,33 @@ class CriticalDistillModule(MethodModule):
         self.log("test/acc_mean", accs.mean(), sync_dist=True)
         self.log("test/acc_std", accs.std(unbiased=False), sync_dist=True)
         if self.trainer.is_global_zero:
-            record = {"accuracies": [float(a) for a in accs], "mean": float(accs.mean()),
-                      "std": float(accs.std(unbiased=False)), "epochs": self.evaluation_budget()[1],
-                      "dsa": self.dsa_strategy, "subset_hash": self.subset_hash}
+            record = {
+                "accuracies": [float(a) for a in accs],
+                "mean": float(accs.mean()),
+                "std": float(accs.std(unbiased=False)),
+                "epochs": self.evaluation_budget()[1],
+                "dsa": self.dsa_strategy,
+                "subset_hash": self.subset_hash,
+            }
             (self.run_dir / "evaluation.json").write_text(json.dumps(record))
-            rank_zero_info(f"test: {len(accs)} evaluators, accuracy {100 * float(accs.mean()):.2f} +- "
-                           f"{100 * float(accs.std(unbiased=False)):.2f} %")
+            rank_zero_info(
+                f"test: {len(accs)} evaluators, accuracy {100 * float(accs.mean()):.2f} +- "
+                f"{100 * float(accs.std(unbiased=False)):.2f} %"
+            )
 
     # ---- export: model.pt holds the synthetic images and labels
 
     def export_spec(self) -> dict:
         learn_lr = self.cfg.model.mtt.lr_teacher if self.algorithm is Algorithm.mtt else None
-        return {"target": "lightning_modules.critical_distill.net:build_synthetic_set",
-                "kwargs": {"num_classes": self.num_classes, "ipc": self.cfg.model.ipc,
-                           "image_shape": self.image_shape, "learn_lr": learn_lr}}
+        return {
+            "target": "lightning_modules.critical_distill.net:build_synthetic_set",
+            "kwargs": {
+                "num_classes": self.num_classes,
+                "ipc": self.cfg.model.ipc,
+                "image_shape": self.image_shape,
+                "learn_lr": learn_lr,
+            },
+        }
 
     def export_artifacts(self, model: SyntheticSet, writer: ExportWriter) -> None:
         images = list(self.denormalise(model.images.detach()))

@@ -33,17 +33,35 @@ def flat_params(net: nn.Module) -> Tensor:
 def unflatten(net: nn.Module, flat: Tensor) -> dict[str, Tensor]:
     out, offset = {}, 0
     for name, p in net.named_parameters():
-        out[name] = flat[offset:offset + p.numel()].view_as(p)
+        out[name] = flat[offset : offset + p.numel()].view_as(p)
         offset += p.numel()
     return out
 
 
-def train_expert(net: nn.Module, images: Tensor, labels: Tensor, epochs: int, lr: float, batch: int,
-                 dsa_strategy: str | None, g: torch.Generator) -> Tensor:
+def train_expert(
+    net: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    epochs: int,
+    lr: float,
+    batch: int,
+    dsa_strategy: str | None,
+    g: torch.Generator,
+) -> Tensor:
     """One expert trajectory: (epochs + 1, P) flat parameters, the start and after each epoch."""
     trajectory = [flat_params(net).cpu()]
-    train_classifier(net, images, labels, epochs, g, lr=lr, momentum=0.0, batch=batch, dsa_strategy=dsa_strategy,
-                     after_epoch=lambda ep, n: trajectory.append(flat_params(n).cpu()))
+    train_classifier(
+        net,
+        images,
+        labels,
+        epochs,
+        g,
+        lr=lr,
+        momentum=0.0,
+        batch=batch,
+        dsa_strategy=dsa_strategy,
+        after_epoch=lambda ep, n: trajectory.append(flat_params(n).cpu()),
+    )
     return torch.stack(trajectory)
 
 
@@ -66,18 +84,31 @@ def load_buffer(path: str | Path, subset_hash: str, num_params: int) -> Tensor:
         raise DataError(f"model.mtt.buffer={path}: not an MTT expert buffer written by critical_distill")
     meta, trajectories = blob["meta"], blob["trajectories"]
     if meta.get("subset_hash") != subset_hash:
-        raise DataError(f"model.mtt.buffer={path} was trained on another real subset (hash {meta.get('subset_hash')}, "
-                        f"this selection {subset_hash}): experts and distillation must use the same kept subset; "
-                        "retrain the experts (model.mtt.buffer=null)")
+        raise DataError(
+            f"model.mtt.buffer={path} was trained on another real subset (hash {meta.get('subset_hash')}, "
+            f"this selection {subset_hash}): experts and distillation must use the same kept subset; "
+            "retrain the experts (model.mtt.buffer=null)"
+        )
     if trajectories.shape[-1] != num_params:
-        raise DataError(f"model.mtt.buffer={path}: experts have {trajectories.shape[-1]} parameters, this network "
-                        f"{num_params}: use the same model.net_width / net_depth")
+        raise DataError(
+            f"model.mtt.buffer={path}: experts have {trajectories.shape[-1]} parameters, this network "
+            f"{num_params}: use the same model.net_width / net_depth"
+        )
     return trajectories
 
 
-def trajectory_loss(net: nn.Module, start: Tensor, target: Tensor, images: Tensor, labels: Tensor,
-                    syn_lr: Tensor, syn_steps: int, batch_syn: int, dsa_strategy: str | None,
-                    g: torch.Generator) -> Tensor:
+def trajectory_loss(
+    net: nn.Module,
+    start: Tensor,
+    target: Tensor,
+    images: Tensor,
+    labels: Tensor,
+    syn_lr: Tensor,
+    syn_steps: int,
+    batch_syn: int,
+    dsa_strategy: str | None,
+    g: torch.Generator,
+) -> Tensor:
     """N student steps from `start` on the synthetic set, then the normalised distance to `target`."""
     params = start.clone().requires_grad_(True)
     chunks: list[Tensor] = []

@@ -16,11 +16,15 @@ class ConvNet(nn.Module):
         layers: list[nn.Module] = []
         in_ch, size = channels, image_size
         for _ in range(depth):
-            layers += [nn.Conv2d(in_ch, width, 3, padding=1), nn.GroupNorm(width, width, affine=True),
-                       nn.ReLU(inplace=False), nn.AvgPool2d(2, 2)]
+            layers += [
+                nn.Conv2d(in_ch, width, 3, padding=1),
+                nn.GroupNorm(width, width, affine=True),
+                nn.ReLU(inplace=False),
+                nn.AvgPool2d(2, 2),
+            ]
             in_ch, size = width, size // 2
         if size < 1:
-            raise ValueError(f"a depth-{depth} ConvNet needs images of at least {2 ** depth} pixels, got {image_size}")
+            raise ValueError(f"a depth-{depth} ConvNet needs images of at least {2**depth} pixels, got {image_size}")
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(width * size * size, num_classes)
 
@@ -31,8 +35,15 @@ class ConvNet(nn.Module):
         return self.classifier(self.embed(x))
 
 
-def seeded_convnet(seed: int, channels: int, num_classes: int, image_size: int, width: int, depth: int,
-                   device: torch.device | str = "cpu") -> ConvNet:
+def seeded_convnet(
+    seed: int,
+    channels: int,
+    num_classes: int,
+    image_size: int,
+    width: int,
+    depth: int,
+    device: torch.device | str = "cpu",
+) -> ConvNet:
     """A freshly initialised ConvNet whose weights depend only on `seed` (the global RNG is left untouched)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -53,13 +64,14 @@ class SyntheticSet(nn.Module):
         self.syn_lr = nn.Parameter(torch.tensor(float(learn_lr))) if learn_lr is not None else None
 
     def class_images(self, c: int) -> Tensor:
-        return self.images[c * self.ipc:(c + 1) * self.ipc]
+        return self.images[c * self.ipc : (c + 1) * self.ipc]
 
     def forward(self) -> tuple[Tensor, Tensor]:
         return self.images, self.labels
 
 
-def build_synthetic_set(num_classes: int, ipc: int, image_shape: list[int],
-                        learn_lr: float | None = None) -> SyntheticSet:
+def build_synthetic_set(
+    num_classes: int, ipc: int, image_shape: list[int], learn_lr: float | None = None
+) -> SyntheticSet:
     """export_meta.yaml's builder: `model.pt` holds the distilled images and labels."""
     return SyntheticSet(num_classes, ipc, image_shape, learn_lr)

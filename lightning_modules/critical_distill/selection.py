@@ -53,8 +53,9 @@ def check_labels(labels: np.ndarray) -> int:
     present = np.unique(labels)
     if len(present) == 0 or present[0] != 0 or present[-1] != len(present) - 1:
         span = f"from {present.min()} to {present.max()}" if len(present) else "(none)"
-        raise DataError(f"training labels must be the contiguous integers 0..K-1; got {len(present)} distinct "
-                        f"values {span}")
+        raise DataError(
+            f"training labels must be the contiguous integers 0..K-1; got {len(present)} distinct values {span}"
+        )
     return len(present)
 
 
@@ -72,17 +73,26 @@ class ScoreFile:
     source: str = ""
 
     def to_json(self) -> dict:
-        return {"format": SCORE_FORMAT, "indicator": self.indicator, "n": int(len(self.scores)),
-                "fingerprint": self.fingerprint, "wall_time_s": self.wall_time_s, "runs": self.runs,
-                "source": self.source, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "scores": [float(s) for s in self.scores]}
+        return {
+            "format": SCORE_FORMAT,
+            "indicator": self.indicator,
+            "n": int(len(self.scores)),
+            "fingerprint": self.fingerprint,
+            "wall_time_s": self.wall_time_s,
+            "runs": self.runs,
+            "source": self.source,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "scores": [float(s) for s in self.scores],
+        }
 
 
 def check_scores(scores: np.ndarray, n: int, where: str) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 1 or len(scores) != n:
-        raise DataError(f"{where}: {len(scores) if scores.ndim == 1 else scores.shape} scores for a training set of "
-                        f"{n} samples: the score file must hold one score per training sample, in dataset order")
+        raise DataError(
+            f"{where}: {len(scores) if scores.ndim == 1 else scores.shape} scores for a training set of "
+            f"{n} samples: the score file must hold one score per training sample, in dataset order"
+        )
     bad = np.flatnonzero(~np.isfinite(scores))
     if len(bad):
         raise DataError(f"{where}: {len(bad)} score(s) are NaN or inf (first at index {bad[0]}): recompute the scores")
@@ -102,25 +112,32 @@ def load_scores(path: str | Path, labels: np.ndarray, where: str = "data.selecti
     """A score file written by `critical_scores` / `critical_scores_import`, checked against this dataset."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{where}={path}: no such file; compute scores with method=critical_scores or import the "
-                        "authors' released file with method=critical_scores_import")
+        raise DataError(
+            f"{where}={path}: no such file; compute scores with method=critical_scores or import the "
+            "authors' released file with method=critical_scores_import"
+        )
     try:
         raw = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{where}={path}: not a JSON score file ({exc})") from None
     if isinstance(raw, list):
-        raise DataError(f"{where}={path} is a bare score list (the authors' release format) without a dataset "
-                        "fingerprint: import it first with method=critical_scores_import")
+        raise DataError(
+            f"{where}={path} is a bare score list (the authors' release format) without a dataset "
+            "fingerprint: import it first with method=critical_scores_import"
+        )
     if not isinstance(raw, dict) or raw.get("format") != SCORE_FORMAT:
         raise DataError(f"{where}={path}: not a {SCORE_FORMAT} file")
     n = len(labels)
     scores = check_scores(np.asarray(raw["scores"], dtype=np.float64), n, f"{where}={path}")
     expected = dataset_fingerprint(labels)
     if raw["fingerprint"] != expected:
-        raise DataError(f"{where}={path} was computed on another dataset or order (fingerprint {raw['fingerprint']}, "
-                        f"this training set {expected}): the scores must follow this loader's sample order")
-    return ScoreFile(raw["indicator"], scores, raw["fingerprint"], raw.get("wall_time_s"), raw.get("runs"),
-                     raw.get("source", ""))
+        raise DataError(
+            f"{where}={path} was computed on another dataset or order (fingerprint {raw['fingerprint']}, "
+            f"this training set {expected}): the scores must follow this loader's sample order"
+        )
+    return ScoreFile(
+        raw["indicator"], scores, raw["fingerprint"], raw.get("wall_time_s"), raw.get("runs"), raw.get("source", "")
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -148,15 +165,17 @@ def kept_window(n: int, start: Fraction, keep_to: Fraction) -> tuple[int, int]:
     return math.floor(start * n), math.floor(keep_to * n)
 
 
-def official_kept_count(n: int, drop_ratio: float | None = None, keep_ratio: float | None = None,
-                        keep_to: float = 1.0) -> int:
+def official_kept_count(
+    n: int, drop_ratio: float | None = None, keep_ratio: float | None = None, keep_to: float = 1.0
+) -> int:
     """What the authors' code keeps: `int(drop_ratio * n)` and `int(keep_to * n)` in floating point."""
     r = drop_ratio if drop_ratio is not None else 1.0 - keep_ratio
     return int(keep_to * n) - int(r * n)
 
 
-def drop_first_order(class_indices: np.ndarray, scores: np.ndarray | None, drop_large: bool | None,
-                     rng: np.random.Generator | None) -> np.ndarray:
+def drop_first_order(
+    class_indices: np.ndarray, scores: np.ndarray | None, drop_large: bool | None, rng: np.random.Generator | None
+) -> np.ndarray:
     """The class's dataset indices, those to drop first; ties by index (stable sort)."""
     if scores is None:
         return rng.permutation(class_indices)
@@ -176,9 +195,17 @@ class Selection:
         return len(self.kept) / sum(self.per_class_total)
 
 
-def select(labels: np.ndarray, criterion: str, scores: np.ndarray | None = None,
-           drop_ratio: float | None = None, keep_ratio: float | None = None, keep_to: float = 1.0,
-           seed: int = 0, min_per_class: int = 1, class_names: list[str] | None = None) -> Selection:
+def select(
+    labels: np.ndarray,
+    criterion: str,
+    scores: np.ndarray | None = None,
+    drop_ratio: float | None = None,
+    keep_ratio: float | None = None,
+    keep_to: float = 1.0,
+    seed: int = 0,
+    min_per_class: int = 1,
+    class_names: list[str] | None = None,
+) -> Selection:
     """Apply `criterion` ("none", "random" or "<Indicator>_<large|small>") per class; see the module docstring."""
     labels = np.asarray(labels, dtype=np.int64)
     num_classes = check_labels(labels)
@@ -190,8 +217,10 @@ def select(labels: np.ndarray, criterion: str, scores: np.ndarray | None = None,
     if criterion != "random":
         indicator, _, side = criterion.rpartition("_")
         if indicator not in INDICATORS or side not in ("large", "small"):
-            raise ConfigError(f"data.selection.criterion={criterion}: use none, random or <indicator>_<large|small> "
-                              f"with indicator in {', '.join(INDICATORS)} (large/small names what is DROPPED)")
+            raise ConfigError(
+                f"data.selection.criterion={criterion}: use none, random or <indicator>_<large|small> "
+                f"with indicator in {', '.join(INDICATORS)} (large/small names what is DROPPED)"
+            )
         if scores is None:
             raise ConfigError(f"data.selection.criterion={criterion} needs data.selection.scores (a score file)")
         scores = check_scores(scores, len(labels), "data.selection.scores")
@@ -207,8 +236,10 @@ def select(labels: np.ndarray, criterion: str, scores: np.ndarray | None = None,
         if hi - lo < min_per_class:
             name = class_names[c] if class_names else str(c)
             need = "a sample" if min_per_class == 1 else f"{min_per_class} samples (model.ipc with real initialisation)"
-            raise DataError(f"data.selection keeps {hi - lo} of the {len(idx)} samples of class {name} but needs "
-                            f"{need}: lower drop_ratio (or raise keep_ratio)")
+            raise DataError(
+                f"data.selection keeps {hi - lo} of the {len(idx)} samples of class {name} but needs "
+                f"{need}: lower drop_ratio (or raise keep_ratio)"
+            )
         kept_parts.append(drop_first_order(idx, scores, drop_large, rng)[lo:hi])
         kept_counts.append(hi - lo)
     return Selection(np.sort(np.concatenate(kept_parts)), totals, kept_counts, criterion)
