@@ -28,11 +28,10 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import cv2
 import numpy as np
-import pandas as pd
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -40,6 +39,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from datamodules.frame_sampling import SamplingScheme
 from tenfold.errors import ConfigError, DataError
 from tenfold.method import MethodDataModule
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported where used: its import is start-up time before the first frame
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +125,8 @@ def trim_window(start_s: float | None, end_s: float | None, fps: float, num_fram
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
     """The URL list, one row per video; the row index is the video id."""
+    import pandas as pd
+
     path = Path(path)
     if not path.is_file():
         raise DataError(

@@ -296,7 +296,17 @@ def test_analysis_job_logs_wandb_tables_and_figure(tmp_path: Path, monkeypatch: 
     media = only_run_dir(tmp_path, "face_emotion_analysis") / "wandb"
     tables = {path.name.split("_")[0] for path in media.glob("offline-run-*/files/media/table/analysis/*.table.json")}
     assert tables == {"headline", "by", "dominant", "per", "review"}
-    assert list(media.glob("offline-run-*/files/media/images/analysis/by_gps_level*.png"))
+    logged = list(media.glob("offline-run-*/files/media/images/analysis/by_gps_level*.png"))
+    assert len(logged) == 1
+    # The dashboard shows the report's own figure, pixel for pixel (to 1 grey level), and it is not blank.
+    import numpy as np
+    from PIL import Image
+
+    report_png = only_run_dir(tmp_path, "face_emotion_analysis") / "report" / "report-by-level.png"
+    shown = np.asarray(Image.open(logged[0]).convert("RGB"), dtype=int)
+    made = np.asarray(Image.open(report_png).convert("RGB"), dtype=int)
+    assert shown.shape == made.shape and np.abs(shown - made).max() <= 1
+    assert shown.std() > 10
 
 
 def test_analysis_job_names_missing_release(tmp_path: Path, capsys: pytest.CaptureFixture[str]):

@@ -17,10 +17,9 @@ import logging
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -46,6 +45,9 @@ from tenfold.errors import ConfigError, DataError
 from tenfold.method import MethodModule
 from tenfold.registry import register_method
 
+if TYPE_CHECKING:
+    import pandas as pd  # imported where used: its import is start-up time before the first frame
+
 log = logging.getLogger(__name__)
 
 
@@ -62,6 +64,8 @@ def fer_row(boxes: np.ndarray, scores: np.ndarray, decimals: int | None) -> dict
 
 def fer_table(rows: list[tuple[int, dict[str, Any]]]) -> pd.DataFrame:
     """(frame index, fer row) pairs as the CSV table; fer's bare empty frame when no face was ever found."""
+    import pandas as pd
+
     table = pd.DataFrame([row for _, row in rows], index=pd.Index([i for i, _ in rows], name="frame"))
     return pd.DataFrame() if table.empty else table
 
@@ -94,6 +98,16 @@ class FaceEmotionModule(MethodModule):
         self.finder = FrameFaceFinder(model, keep_frame=self.cfg.preview)
         # video id -> (frame index, fer row) of its frames so far; filled in frame order (one worker per video).
         self._rows: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
+        now = time.monotonic()  # progress counts; `setup` fills in the job's totals
+        self._progress: dict[str, Any] = {
+            "videos": 0,
+            "frames": 0,
+            "start": now,
+            "last_line": now,
+            "total": 0,
+            "done_before": 0,
+            "failed_offset": 0,
+        }
 
     def setup(self, stage: str) -> None:
         # Detection and cropping run where the frames are decoded: in the loader workers when there are any.
@@ -104,15 +118,9 @@ class FaceEmotionModule(MethodModule):
         jobs = list_video_jobs(self.cfg.data)
         out, scheme = self.cfg.data.output_dir, self.cfg.data.scheme
         failed = Path(out) / FAILED_FILE
-        self._progress = {
-            "videos": 0,
-            "frames": 0,
-            "start": time.monotonic(),
-            "last_line": time.monotonic(),
-            "total": len(jobs),
-            "done_before": sum(output_path(out, j.video_id, scheme).is_file() for j in jobs),
-            "failed_offset": failed.stat().st_size if failed.is_file() else 0,
-        }
+        self._progress["total"] = len(jobs)
+        self._progress["done_before"] = sum(output_path(out, j.video_id, scheme).is_file() for j in jobs)
+        self._progress["failed_offset"] = failed.stat().st_size if failed.is_file() else 0
         self.trainer.strategy.barrier("face_emotion-setup")  # every rank has its failed.txt offset before decoding
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:  # (N, 1, 64, 64) in [-1, 1] -> (N, 7) probabilities
