@@ -125,6 +125,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="frames per predict_step batch")
     parser.add_argument("--frames", type=int, default=120, help="frames in the benchmark video")
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--model-only", action="store_true", help="only the emotion model (batch sizes)")
     args = parser.parse_args()
 
     raw = load_fer_model()
@@ -132,6 +133,12 @@ def main() -> None:
     one, batched = model_rounds(net, face_crops(args.faces), args.repeats)
     model_ratio = statistics.median(a / b for a, b in zip(one, batched))
     batch_rows = batch_size_rounds(raw, net, face_crops(256), max(3, args.repeats // 3))
+    if args.model_only:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+        print("emotion model by batch size (faces/s; ratio vs 64 faces, unfolded, one forward)")
+        for name, value, ratio in batch_rows:
+            print(f"{name:46s} {value:9.1f} faces/s {ratio:6.2f}x")
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         video = Path(tmp) / "astronaut.avi"
