@@ -432,11 +432,11 @@ class VideoFramesDataModule(MethodDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         workers = self.cfg.num_workers
-        if workers:
-            # Workers share the cores: one cv2 thread each (torch's loader already gives them one torch thread).
-            # Set here, before the workers fork: cv2.setNumThreads in a forked child waits forever on the
-            # parent's thread pool. The main process then scores faces only, which needs no cv2 threads.
-            cv2.setNumThreads(1)
+        # One cv2 thread per process: multi-threaded Haar returns a frame's faces in a run-dependent order (two runs
+        # of fer itself differ), one thread makes the face index of every CSV row reproducible. Workers share the
+        # cores (torch's loader already gives them one torch thread). Set here, before the workers fork:
+        # cv2.setNumThreads in a forked child waits forever on the parent's thread pool.
+        cv2.setNumThreads(1)
         return DataLoader(
             self.predict_dataset(),
             batch_size=self.cfg.batch_size_per_device,

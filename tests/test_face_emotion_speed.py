@@ -125,11 +125,22 @@ def _run(videos: Path, out: Path, root: Path, *extra: str) -> int:
 
 
 def test_loader_workers_write_the_same_bytes_as_one_process(face_videos: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from benchmarks.face_emotion_vs_fer import build_videos
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("astronaut.avi", "camera.avi", "broken.avi"):
+        shutil.copy(face_videos / name, videos / name)
+    # Three faces per frame, moving: the face order within a row must not depend on the process layout.
+    shutil.copy(build_videos(tmp_path / "gen", 6)[2], videos / "three.avi")
     single, workers = tmp_path / "single", tmp_path / "workers"
-    assert _run(face_videos, single, tmp_path / "runs", "data.num_workers=0") == 0
-    assert _run(face_videos, workers, tmp_path / "runs", "data.num_workers=2", "data.batch_size_per_device=3") == 0
+    assert _run(videos, single, tmp_path / "runs", "data.num_workers=0") == 0
+    assert _run(videos, workers, tmp_path / "runs", "data.num_workers=2", "data.batch_size_per_device=4") == 0
     names = sorted(p.name for p in single.glob("*.csv"))
-    assert names == ["astronaut-t300.csv", "camera-t300.csv", "coffee-t300.csv"]
+    assert names == ["astronaut-t300.csv", "camera-t300.csv", "three-t300.csv"]
+    assert "box2" in (single / "three-t300.csv").read_text().splitlines()[0]
     assert sorted(p.name for p in workers.glob("*.csv")) == names
     for name in names:
         assert (workers / name).read_bytes() == (single / name).read_bytes(), name
