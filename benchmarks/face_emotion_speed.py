@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages, not an installed copy
 
 import cv2
 import numpy as np
@@ -25,7 +28,7 @@ import torch
 
 from datamodules.video_frames import VideoFrame, VideoJob, collate_frames, decode_sampled_frames
 from lightning_modules.face_emotion.config import FaceEmotionConfig
-from lightning_modules.face_emotion.emotion_net import MiniXception, load_fer_model
+from lightning_modules.face_emotion.emotion_net import MiniXception, fold_batchnorm, load_fer_model
 from lightning_modules.face_emotion.face_detect import detect_faces
 from lightning_modules.face_emotion.module import FaceEmotionModule, fer_row
 from lightning_modules.face_emotion.preprocess import preprocess_faces, to_gray
@@ -39,7 +42,7 @@ def astronaut_bgr() -> np.ndarray:
 def face_crops(n: int) -> torch.Tensor:
     """(n, 1, 64, 64) real face crops: the astronaut's Haar box shifted by up to 3 px."""
     gray = to_gray(astronaut_bgr())
-    (x, y, w, h), = detect_faces(gray)
+    ((x, y, w, h),) = detect_faces(gray)
     rng = np.random.default_rng(0)
     boxes = [(x + dx, y + dy, w, h) for dx, dy in rng.integers(-3, 4, size=(n, 2))]
     return preprocess_faces(gray, boxes)
@@ -60,6 +63,31 @@ def model_rounds(net: MiniXception, faces: torch.Tensor, repeats: int) -> tuple[
         one.append((t1 - t0) / len(faces))
         batched.append((t2 - t1) / len(faces))
     return one, batched
+
+
+@torch.inference_mode()
+def batch_size_rounds(raw: MiniXception, folded: MiniXception, faces: torch.Tensor, repeats: int) -> list:
+    """Faces/s at 64 and 256 faces per call, unfolded in one forward (before) vs folded in chunks (now)."""
+    variants = {
+        "64 faces, unfolded, one forward": (raw, 64, 10**6),
+        "256 faces, unfolded, one forward": (raw, 256, 10**6),
+        "64 faces, folded BN, chunks of 32": (folded, 64, 32),
+        "256 faces, folded BN, chunks of 32": (folded, 256, 32),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):  # interleaved, so load drift hits every variant alike
+        for name, (net, n, chunk) in variants.items():
+            net.chunk = chunk
+            net(faces[:n])  # warm-up of this shape
+            t0 = time.perf_counter()
+            net(faces[:n])
+            seconds[name].append((time.perf_counter() - t0) / n)
+    raw.chunk = folded.chunk = MiniXception.chunk
+    base = seconds["64 faces, unfolded, one forward"]
+    return [
+        (name, 1 / statistics.median(s), statistics.median(b / x for b, x in zip(base, s)))
+        for name, s in seconds.items()
+    ]
 
 
 def write_video(path: Path, frames: int) -> None:
@@ -100,11 +128,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="frames per predict_step batch")
     parser.add_argument("--frames", type=int, default=120, help="frames in the benchmark video")
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--model-only", action="store_true", help="only the emotion model (batch sizes)")
     args = parser.parse_args()
 
-    net = load_fer_model()
+    raw = load_fer_model()
+    net = fold_batchnorm(raw)  # what face_emotion runs (model.fold_bn=true)
     one, batched = model_rounds(net, face_crops(args.faces), args.repeats)
     model_ratio = statistics.median(a / b for a, b in zip(one, batched))
+    batch_rows = batch_size_rounds(raw, net, face_crops(256), max(3, args.repeats // 3))
+    if args.model_only:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+        print("emotion model by batch size (faces/s; ratio vs 64 faces, unfolded, one forward)")
+        for name, value, ratio in batch_rows:
+            print(f"{name:46s} {value:9.1f} faces/s {ratio:6.2f}x")
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         video = Path(tmp) / "astronaut.avi"
@@ -124,14 +161,23 @@ def main() -> None:
         ("emotion model, 1 face / forward (fer)", "faces/s", 1 / statistics.median(one), 1.0),
         (f"emotion model, {args.faces} faces / forward", "faces/s", 1 / statistics.median(batched), model_ratio),
         ("pipeline, model per frame (fer)", "frames/s", args.frames / statistics.median(fer_s), 1.0),
-        (f"pipeline, predict_step {args.batch} frames", "frames/s", args.frames / statistics.median(batch_s),
-         pipe_ratio),
+        (
+            f"pipeline, predict_step {args.batch} frames",
+            "frames/s",
+            args.frames / statistics.median(batch_s),
+            pipe_ratio,
+        ),
     ]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, video {args.frames} frames 512x512 "
-          f"(1 face each), {args.repeats} rounds")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, video {args.frames} frames 512x512 "
+        f"(1 face each), {args.repeats} rounds"
+    )
     print(f"{'what':46s} {'throughput':>16s} {'ratio':>7s}")
     for name, unit, value, ratio in rows:
         print(f"{name:46s} {value:9.1f} {unit:>6s} {ratio:6.2f}x")
+    print("\nemotion model by batch size (faces/s; ratio vs 64 faces, unfolded, one forward)")
+    for name, value, ratio in batch_rows:
+        print(f"{name:46s} {value:9.1f} faces/s {ratio:6.2f}x")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,11 @@ f50: stride = 50.
 Work is split by video, never by frame: video k goes to shard k % (world_size * num_workers), where the shard of
 a DataLoader worker is rank * num_workers + worker_id. Each video is then decoded start to end by one worker,
 so a consumer sees its frames in order and the last one flagged `is_last` (the cue to write its output).
+
+Per-frame work (face detection and crops for face_emotion) runs where the frames are decoded: the method hands
+the datamodule a `frame_fn(frame, video_id)`, applied to each sampled frame in order inside the loader worker
+(one cv2 and one torch thread per worker). A frame_fn result with a `frame` attribute replaces the decoded frame
+in the batch (set it to the frame only when the consumer needs the pixels: frames are pickled between processes).
 """
 
 from __future__ import annotations
@@ -20,14 +25,13 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import cv2
 import numpy as np
-import pandas as pd
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -35,6 +39,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from datamodules.frame_sampling import SamplingScheme
 from tenfold.errors import ConfigError, DataError
 from tenfold.method import MethodDataModule
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported where used: its import is start-up time before the first frame
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +84,7 @@ class VideoFrame(NamedTuple):
     frame_index: int  # index in the (trimmed) clip, as fer counts it
     frame: np.ndarray  # (H, W, 3) uint8 BGR, as cv2 decodes it
     is_last: bool  # the video's last sampled frame: its output can be written
+    faces: Any = None  # frame_fn's result for this frame, when the dataset has a frame_fn
 
 
 # ---- frame sampling (pure)
@@ -117,18 +125,24 @@ def trim_window(start_s: float | None, end_s: float | None, fps: float, num_fram
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
     """The URL list, one row per video; the row index is the video id."""
+    import pandas as pd
+
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"manifest not found: {path}. Set data.manifest to a CSV with columns "
-                        f"{', '.join(MANIFEST_COLUMNS)} (the yt-urls.csv layout), or data.manifest=null")
+        raise DataError(
+            f"manifest not found: {path}. Set data.manifest to a CSV with columns "
+            f"{', '.join(MANIFEST_COLUMNS)} (the yt-urls.csv layout), or data.manifest=null"
+        )
     try:
         table = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read manifest {path} ({exc}); expected a CSV with a header row") from None
     missing = [c for c in ("crop", "start", "end") if c not in table.columns]
     if missing:
-        raise DataError(f"manifest {path} lacks column(s) {missing}; expected the yt-urls.csv layout "
-                        f"({', '.join(MANIFEST_COLUMNS)})")
+        raise DataError(
+            f"manifest {path} lacks column(s) {missing}; expected the yt-urls.csv layout "
+            f"({', '.join(MANIFEST_COLUMNS)})"
+        )
     return table
 
 
@@ -148,8 +162,10 @@ def _seconds(value: Any) -> float | None:
 def list_video_jobs(cfg: VideoFramesDataConfig) -> list[VideoJob]:
     """Every video to process, in a fixed order (the same on every rank, which the sharding relies on)."""
     if not cfg.videos_dir:
-        raise DataError("data.videos_dir is not set: set data.videos_dir=/path/to/videos "
-                        "(files named <manifest row>.mp4, or any video files when data.manifest=null)")
+        raise DataError(
+            "data.videos_dir is not set: set data.videos_dir=/path/to/videos "
+            "(files named <manifest row>.mp4, or any video files when data.manifest=null)"
+        )
     videos_dir = Path(cfg.videos_dir)
     if not videos_dir.is_dir():
         raise DataError(f"videos folder not found: {videos_dir}; fix data.videos_dir")
@@ -157,8 +173,9 @@ def list_video_jobs(cfg: VideoFramesDataConfig) -> list[VideoJob]:
     if cfg.manifest is None:
         files = sorted(p for p in videos_dir.iterdir() if p.is_file() and p.suffix.lower() in extensions)
         if not files:
-            raise DataError(f"{videos_dir} holds no video files ({', '.join(extensions)}); fix data.videos_dir "
-                            "or set data.manifest")
+            raise DataError(
+                f"{videos_dir} holds no video files ({', '.join(extensions)}); fix data.videos_dir or set data.manifest"
+            )
         return [VideoJob(p.stem, str(p)) for p in files]
     jobs = []
     for i, row in read_manifest(cfg.manifest).iterrows():
@@ -206,8 +223,10 @@ def decode_sampled_frames(
             raise DataError(f"video {job.path} reports no fps, so its manifest [start, end] seconds cannot be applied")
         start, end = trim_window(job.start_s, job.end_s, fps, num_frames) if trimmed else (0, num_frames)
         if end <= start:
-            raise DataError(f"video {job.path}: trim window [{job.start_s}, {job.end_s}] s is empty "
-                            f"({num_frames} frames at {fps:.3g} fps)")
+            raise DataError(
+                f"video {job.path}: trim window [{job.start_s}, {job.end_s}] s is empty "
+                f"({num_frames} frames at {fps:.3g} fps)"
+            )
         stride = frame_stride(end - start, scheme)
         # Untrimmed, read to the end of the stream as fer does: the header count may be short of the real one.
         stop = end if trimmed else None
@@ -225,8 +244,10 @@ def decode_sampled_frames(
         if yielded == 0:
             raise DataError(f"video {job.path} yielded no frames (header says {header_count})")
         if index < min_decoded_fraction * end:
-            raise DataError(f"video {job.path} ends at frame {index} of the {end} expected; truncated? "
-                            "re-download it, or lower data.min_decoded_fraction")
+            raise DataError(
+                f"video {job.path} ends at frame {index} of the {end} expected; truncated? "
+                "re-download it, or lower data.min_decoded_fraction"
+            )
     finally:
         cap.release()
 
@@ -291,10 +312,19 @@ class VideoFramesDataset(IterableDataset):
     IterableDataset, hence the sharding by hand.
     """
 
-    def __init__(self, jobs: Sequence[VideoJob], scheme: str = "t300", output_dir: str | None = None,
-                 rank: int | None = None, world_size: int | None = None, exact_frame_count: bool = False,
-                 min_decoded_fraction: float = 0.9) -> None:
+    def __init__(
+        self,
+        jobs: Sequence[VideoJob],
+        scheme: str = "t300",
+        output_dir: str | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        exact_frame_count: bool = False,
+        min_decoded_fraction: float = 0.9,
+        frame_fn: Callable[[np.ndarray, str], Any] | None = None,
+    ) -> None:
         super().__init__()
+        self.frame_fn = frame_fn
         frame_stride(T300_TARGET_FRAMES, scheme)  # fail on an unknown scheme now, not inside a worker
         self.jobs = list(jobs)
         self.scheme = scheme
@@ -330,40 +360,55 @@ class VideoFramesDataset(IterableDataset):
         # One frame of look-ahead: the frame count is unreliable, so a frame is known to be the last only once
         # the next read fails. A video that fails midway never gets its is_last frame, so no output is written
         # for it and a resumed run tries it again.
-        pending: tuple[int, np.ndarray] | None = None
+        pending: VideoFrame | None = None
         try:
-            for item in decode_sampled_frames(job, self.scheme, self.exact_frame_count,
-                                              self.min_decoded_fraction):
+            for index, frame in decode_sampled_frames(
+                job, self.scheme, self.exact_frame_count, self.min_decoded_fraction
+            ):
                 if pending is not None:
-                    yield VideoFrame(job.video_id, pending[0], pending[1], False)
-                pending = item
+                    yield pending
+                pending = self._item(job.video_id, index, frame)
         except (DataError, cv2.error, OSError) as exc:
             self.failed_videos.append(job.path)
             record_failed_video(self.output_dir, job.path, str(exc))
             return
         if pending is not None:
-            yield VideoFrame(job.video_id, pending[0], pending[1], True)
+            yield pending._replace(is_last=True)
+
+    def _item(self, video_id: str, index: int, frame: np.ndarray) -> VideoFrame:
+        if self.frame_fn is None:
+            return VideoFrame(video_id, index, frame, False)
+        faces = self.frame_fn(frame, video_id)
+        return VideoFrame(video_id, index, getattr(faces, "frame", frame), False, faces)
 
 
 def collate_frames(items: list[VideoFrame]) -> dict[str, Any]:
     """Frames stay a list: videos differ in size, and the face detector works at each frame's own resolution."""
-    return {
+    batch = {
         "video_id": [it.video_id for it in items],
         "frame_index": torch.tensor([it.frame_index for it in items], dtype=torch.long),
-        "frame": [it.frame for it in items],  # each (H, W, 3) uint8 BGR
+        "frame": [it.frame for it in items],  # each (H, W, 3) uint8 BGR, or None when frame_fn dropped it
         "is_last": torch.tensor([it.is_last for it in items], dtype=torch.bool),
     }
+    if items and items[0].faces is not None:
+        batch["faces"] = [it.faces for it in items]
+    return batch
 
 
 class VideoFramesDataModule(MethodDataModule):
+    # Per-frame work for the loader workers, set by the method before the loader is built (face_emotion: the
+    # face finder); None: batches carry the decoded frames only.
+    frame_fn: Callable[[np.ndarray, str], Any] | None = None
 
     def check(self) -> None:
         """Fail within seconds if the videos or manifest are absent, before any model is built."""
         frame_stride(T300_TARGET_FRAMES, self.cfg.scheme)
         jobs = list_video_jobs(self.cfg)
         if not any(Path(j.path).is_file() for j in jobs):
-            raise DataError(f"none of the {len(jobs)} manifest videos is in {self.cfg.videos_dir} (expected files "
-                            f"named <row>{self.cfg.video_extensions[0]}); fix data.videos_dir or data.manifest")
+            raise DataError(
+                f"none of the {len(jobs)} manifest videos is in {self.cfg.videos_dir} (expected files "
+                f"named <row>{self.cfg.video_extensions[0]}); fix data.videos_dir or data.manifest"
+            )
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -374,11 +419,24 @@ class VideoFramesDataModule(MethodDataModule):
     def predict_dataset(self) -> VideoFramesDataset:
         rank, world = self._rank_world()
         cfg = self.cfg
-        return VideoFramesDataset(list_video_jobs(cfg), cfg.scheme, cfg.output_dir, rank, world,
-                                  cfg.exact_frame_count, cfg.min_decoded_fraction)
+        return VideoFramesDataset(
+            list_video_jobs(cfg),
+            cfg.scheme,
+            cfg.output_dir,
+            rank,
+            world,
+            cfg.exact_frame_count,
+            cfg.min_decoded_fraction,
+            self.frame_fn,
+        )
 
     def predict_dataloader(self) -> DataLoader:
         workers = self.cfg.num_workers
+        # One cv2 thread per process: multi-threaded Haar returns a frame's faces in a run-dependent order (two runs
+        # of fer itself differ), one thread makes the face index of every CSV row reproducible. Workers share the
+        # cores (torch's loader already gives them one torch thread). Set here, before the workers fork:
+        # cv2.setNumThreads in a forked child waits forever on the parent's thread pool.
+        cv2.setNumThreads(1)
         return DataLoader(
             self.predict_dataset(),
             batch_size=self.cfg.batch_size_per_device,

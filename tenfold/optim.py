@@ -9,8 +9,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from timm.optim import create_optimizer_v2
-from timm.scheduler import create_scheduler_v2
 from torch import nn
 from torch.optim import Optimizer
 
@@ -28,6 +26,8 @@ def scaled_lr(cfg: OptimConfig, global_batch: int) -> float:
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float) -> Optimizer:
+    from timm.optim import create_optimizer_v2  # imported here: seconds of start-up that inference never needs
+
     extra: dict[str, Any] = {}
     if "adam" in cfg.name or "lamb" in cfg.name:
         extra = {"betas": tuple(cfg.betas), "eps": cfg.eps}
@@ -42,10 +42,10 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float) -> Optimizer:
     )
 
 
-def build_scheduler(
-    optimizer: Optimizer, cfg: OptimConfig, total_updates: int, updates_per_epoch: int
-) -> Any | None:
+def build_scheduler(optimizer: Optimizer, cfg: OptimConfig, total_updates: int, updates_per_epoch: int) -> Any | None:
     """A timm scheduler over `total_updates` optimizer steps; epochs in the config are converted."""
+    from timm.scheduler import create_scheduler_v2  # see build_optimizer
+
     if cfg.scheduler == "none":
         return None
     updates_per_epoch = max(1, updates_per_epoch)

@@ -20,6 +20,8 @@ needs_data = pytest.mark.usefixtures("released_data")
 def released_data() -> Path:
     assert (DATA / "per_frame").is_dir(), f"the authors' released data ships at {DATA}"
     return DATA
+
+
 # The authors' per-video results call fer's 'angry' column 'anger'.
 RESULT_NAMES = {"anger": "angry"}
 
@@ -272,8 +274,7 @@ def test_dominant_emotion_shares_f50(videos_f50: pd.DataFrame):
 
 @needs_data
 def test_analysis_job_writes_report_tables_and_metrics(tmp_path: Path):
-    assert train_cli("--config", "configs/face_emotion_analysis.yaml", f"data.root={DATA}",
-                     f"run.root={tmp_path}") == 0
+    assert train_cli("--config", "configs/face_emotion_analysis.yaml", f"data.root={DATA}", f"run.root={tmp_path}") == 0
     run = only_run_dir(tmp_path, "face_emotion_analysis")
     report = (run / "report" / "report.md").read_text()
     assert "203 with a GPS populism code" in report
@@ -291,16 +292,42 @@ def test_analysis_job_writes_report_tables_and_metrics(tmp_path: Path):
 @needs_data
 def test_analysis_job_logs_wandb_tables_and_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    assert train_cli("--config", "configs/face_emotion_analysis.yaml", f"data.root={DATA}", "data.scheme=f50",
-                     f"run.root={tmp_path}", "logger=wandb") == 0
+    assert (
+        train_cli(
+            "--config",
+            "configs/face_emotion_analysis.yaml",
+            f"data.root={DATA}",
+            "data.scheme=f50",
+            f"run.root={tmp_path}",
+            "logger=wandb",
+        )
+        == 0
+    )
     media = only_run_dir(tmp_path, "face_emotion_analysis") / "wandb"
     tables = {path.name.split("_")[0] for path in media.glob("offline-run-*/files/media/table/analysis/*.table.json")}
     assert tables == {"headline", "by", "dominant", "per", "review"}
-    assert list(media.glob("offline-run-*/files/media/images/analysis/by_gps_level*.png"))
+    logged = list(media.glob("offline-run-*/files/media/images/analysis/by_gps_level*.png"))
+    assert len(logged) == 1
+    # The dashboard shows the report's own figure, pixel for pixel (to 1 grey level), and it is not blank.
+    import numpy as np
+    from PIL import Image
+
+    report_png = only_run_dir(tmp_path, "face_emotion_analysis") / "report" / "report-by-level.png"
+    shown = np.asarray(Image.open(logged[0]).convert("RGB"), dtype=int)
+    made = np.asarray(Image.open(report_png).convert("RGB"), dtype=int)
+    assert shown.shape == made.shape and np.abs(shown - made).max() <= 1
+    assert shown.std() > 10
 
 
 def test_analysis_job_names_missing_release(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    assert train_cli("--config", "configs/face_emotion_analysis.yaml", f"data.root={tmp_path / 'nowhere'}",
-                     f"run.root={tmp_path}") == 2
+    assert (
+        train_cli(
+            "--config",
+            "configs/face_emotion_analysis.yaml",
+            f"data.root={tmp_path / 'nowhere'}",
+            f"run.root={tmp_path}",
+        )
+        == 2
+    )
     error = capsys.readouterr().err
     assert "data.root=" in error and "raw/yt-urls.csv" in error and "data/face_of_populism" in error

@@ -29,12 +29,20 @@ def videos(face_videos: Path) -> Path:
 
 
 def _run(videos: Path, out: Path, root: Path, *extra: str) -> int:
-    return train_cli("--config", CONFIG, f"data.videos_dir={videos}", f"data.output_dir={out}",
-                     f"run.root={root}", "logger=none", *extra)
+    return train_cli(
+        "--config",
+        CONFIG,
+        f"data.videos_dir={videos}",
+        f"data.output_dir={out}",
+        f"run.root={root}",
+        "logger=none",
+        *extra,
+    )
 
 
-def test_writes_fer_format_csvs_and_records_failures(videos: Path, tmp_path: Path,
-                                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_writes_fer_format_csvs_and_records_failures(
+    videos: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     import logging
 
     out = tmp_path / "out"
@@ -42,7 +50,8 @@ def test_writes_fer_format_csvs_and_records_failures(videos: Path, tmp_path: Pat
         assert _run(videos, out, tmp_path / "runs") == 0
     progress = [r.getMessage() for r in caplog.records if "videos done" in r.getMessage()]
     assert [m.split("videos done ")[1].split(",")[0] for m in progress] == [
-        f"{i} (this rank) of 4" for i in (1, 2, 3)]  # broken.avi never completes
+        f"{i}/4 (this rank)" for i in (1, 2, 3)
+    ]  # broken.avi never completes
     assert all(m.endswith("frames/s") for m in progress)
     assert sorted(p.name for p in out.glob("*.csv")) == ["astronaut-t300.csv", "camera-t300.csv", "coffee-t300.csv"]
     assert not list(out.glob(".*.tmp")), "a temp file was left behind"
@@ -64,8 +73,9 @@ def test_writes_fer_format_csvs_and_records_failures(videos: Path, tmp_path: Pat
     assert [line.split("\t")[0] for line in failed] == [str(videos / "broken.avi")]
 
 
-def test_predict_scores_a_video_and_an_image_like_the_run(videos: Path, tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture) -> None:
+def test_predict_scores_a_video_and_an_image_like_the_run(
+    videos: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     import skimage.data
     from PIL import Image
 
@@ -135,10 +145,23 @@ def test_ddp_writes_each_video_once_and_matches_one_process(videos: Path, tmp_pa
     launcher = tmp_path / "launch_face_emotion.py"
     launcher.write_text(LAUNCHER.format(repo=str(REPO)))
     proc = subprocess.run(
-        [sys.executable, str(launcher), "--config", CONFIG, f"data.videos_dir={videos}", f"data.output_dir={multi}",
-         f"run.root={tmp_path / 'runs2'}", "logger=none", "trainer.strategy=ddp", "trainer.devices=2",
-         "trainer.accelerator=cpu"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(launcher),
+            "--config",
+            CONFIG,
+            f"data.videos_dir={videos}",
+            f"data.output_dir={multi}",
+            f"run.root={tmp_path / 'runs2'}",
+            "logger=none",
+            "trainer.strategy=ddp",
+            "trainer.devices=2",
+            "trainer.accelerator=cpu",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     written = [line.split("wrote ", 1)[1].split(" (")[0] for line in proc.stderr.splitlines() if "wrote " in line]

@@ -129,8 +129,15 @@ def test_decodes_the_sampled_frames_in_order(videos: Path) -> None:
 
 def test_manifest_trim_window_in_seconds(videos: Path, tmp_path: Path) -> None:
     manifest = tmp_path / "urls.csv"
-    pd.DataFrame({"url": ["u0", "u1"], "crop": ["yes", "no"], "start": [2.0, None], "end": [8.0, None],
-                  "party": ["SRB_ SNS", "SRB_ SNS"]}).to_csv(manifest, index=False)
+    pd.DataFrame(
+        {
+            "url": ["u0", "u1"],
+            "crop": ["yes", "no"],
+            "start": [2.0, None],
+            "end": [8.0, None],
+            "party": ["SRB_ SNS", "SRB_ SNS"],
+        }
+    ).to_csv(manifest, index=False)
     jobs = list_video_jobs(VideoFramesDataConfig(videos_dir=str(videos), manifest=str(manifest)))
     assert jobs == [VideoJob("0", str(videos / "0.avi"), 2.0, 8.0), VideoJob("1", str(videos / "1.avi"))]
     frames = _collect(VideoFramesDataset(jobs[:1], "f50"))
@@ -152,8 +159,9 @@ def test_released_manifest_rows_become_jobs(videos: Path) -> None:
 # ---- sharding, failures, resume
 
 
-def test_two_ranks_two_workers_cover_each_video_once(videos: Path, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_ranks_two_workers_cover_each_video_once(
+    videos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     jobs = _jobs(videos)
     assert len(jobs) == NUM_GOOD + 1
     seen: list[str] = []
@@ -172,8 +180,11 @@ def test_two_ranks_two_workers_cover_each_video_once(videos: Path, tmp_path: Pat
 
 
 def test_real_dataloader_workers_and_failed_file(videos: Path, tmp_path: Path) -> None:
-    dm = VideoFramesDataModule(VideoFramesDataConfig(videos_dir=str(videos), scheme="f50", output_dir=str(tmp_path),
-                                                     batch_size_per_device=4, num_workers=2))
+    dm = VideoFramesDataModule(
+        VideoFramesDataConfig(
+            videos_dir=str(videos), scheme="f50", output_dir=str(tmp_path), batch_size_per_device=4, num_workers=2
+        )
+    )
     dm.check()
     pairs = []
     for batch in dm.predict_dataloader():
@@ -221,10 +232,12 @@ def test_lightning_predict_accepts_the_loader(videos: Path) -> None:
         def predict_step(self, batch: dict, batch_idx: int) -> list[tuple[str, int]]:
             return list(zip(batch["video_id"], batch["frame_index"].tolist()))
 
-    dm = VideoFramesDataModule(VideoFramesDataConfig(videos_dir=str(videos), scheme="f50", num_workers=0,
-                                                     batch_size_per_device=2))
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False)
+    dm = VideoFramesDataModule(
+        VideoFramesDataConfig(videos_dir=str(videos), scheme="f50", num_workers=0, batch_size_per_device=2)
+    )
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
     out = [pair for batch in trainer.predict(FrameCounter(), datamodule=dm) for pair in batch]
     assert sorted(out) == sorted((str(i), k) for i in range(NUM_GOOD) for k in (0, 50, 100))
 

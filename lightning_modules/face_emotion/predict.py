@@ -32,11 +32,11 @@ def predict(run_dir: Path, inputs: list[str], options: dict[str, str]) -> Iterat
     for path in inputs:
         rows = []
         for chunk in _frame_chunks(path, scheme):
-            boxes_per_frame, scores = module.score_frames([frame for _, frame in chunk])
+            boxes_per_frame, scores = module.score_frames([frame for _, frame in chunk], Path(path).stem)
             start = 0
             for (index, _), boxes in zip(chunk, boxes_per_frame):
                 if len(boxes):
-                    rows.append((index, fer_row(boxes, scores[start:start + len(boxes)], decimals)))
+                    rows.append((index, fer_row(boxes, scores[start : start + len(boxes)], decimals)))
                     start += len(boxes)
         target = output_path(out_dir, Path(path).stem, scheme)
         write_video_output_atomically(target, fer_table(rows))

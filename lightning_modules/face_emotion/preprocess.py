@@ -63,12 +63,21 @@ def scale_to_unit(faces: np.ndarray) -> np.ndarray:
     return (faces.astype(np.float32) / 255.0 - 0.5) * 2.0
 
 
-def preprocess_faces(gray: np.ndarray, boxes: Sequence[Sequence[int]] | np.ndarray) -> torch.Tensor:
-    """(H, W) uint8 gray frame + N boxes (x, y, w, h) -> (N, 1, 64, 64) float32 in [-1, 1]."""
+def crop_faces(gray: np.ndarray, boxes: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
+    """(H, W) uint8 gray frame + N boxes (x, y, w, h) -> (N, 64, 64) uint8 crops (what a loader worker sends)."""
     if gray.ndim != 2:
         raise ValueError(f"expected a (H, W) grayscale frame (see to_gray), got shape {gray.shape}")
+    if not len(boxes):
+        return np.empty((0, FACE_SIZE, FACE_SIZE), dtype=np.uint8)
     padded = pad_frame(gray)
-    faces = [crop_face(padded, box) for box in boxes]
-    if not faces:
-        return torch.empty(0, 1, FACE_SIZE, FACE_SIZE)
-    return torch.from_numpy(scale_to_unit(np.stack(faces)))[:, None]  # (N, 64, 64) -> (N, 1, 64, 64)
+    return np.stack([crop_face(padded, box) for box in boxes])
+
+
+def crops_to_input(crops: np.ndarray) -> torch.Tensor:
+    """(N, 64, 64) uint8 crops -> (N, 1, 64, 64) float32 in [-1, 1], the CNN's input."""
+    return torch.from_numpy(scale_to_unit(crops))[:, None]
+
+
+def preprocess_faces(gray: np.ndarray, boxes: Sequence[Sequence[int]] | np.ndarray) -> torch.Tensor:
+    """(H, W) uint8 gray frame + N boxes (x, y, w, h) -> (N, 1, 64, 64) float32 in [-1, 1]."""
+    return crops_to_input(crop_faces(gray, boxes))

@@ -22,8 +22,16 @@ def annotate(frame_bgr: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> np
         top = int(np.argmax(face_scores))
         cv2.rectangle(image, (x, y), (x + w, y + h), BOX_COLOUR, thickness)
         label = f"face{i}: {EMOTIONS[top]} {face_scores[top]:.2f}"
-        cv2.putText(image, label, (x, max(12, y - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness, BOX_COLOUR,
-                    thickness, cv2.LINE_AA)
+        cv2.putText(
+            image,
+            label,
+            (x, max(12, y - 6)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.4 * thickness,
+            BOX_COLOUR,
+            thickness,
+            cv2.LINE_AA,
+        )
     return image
 
 

@@ -76,8 +76,7 @@ def review_flags(per_frame_dir: Path, scheme: str) -> pd.Series:
     """Per video id with a per-frame CSV: whether the >5% second-face rule flags it for manual review."""
     _check_scheme(scheme)
     flags = {
-        int(path.name.split("-")[0]): needs_review(read_frames(path))
-        for path in per_frame_dir.glob(f"*-{scheme}.csv")
+        int(path.name.split("-")[0]): needs_review(read_frames(path)) for path in per_frame_dir.glob(f"*-{scheme}.csv")
     }
     return pd.Series(flags, name="needs_review").sort_index().rename_axis("video")
 
@@ -99,8 +98,7 @@ def leader_selection(data_dir: Path, scheme: str) -> pd.DataFrame:
     return selection
 
 
-def leader_frames(data_dir: Path, scheme: str, per_frame_dir: Path | None = None
-                  ) -> Iterator[tuple[int, pd.DataFrame]]:
+def leader_frames(data_dir: Path, scheme: str, per_frame_dir: Path | None = None) -> Iterator[tuple[int, pd.DataFrame]]:
     """(video id, the leader's (rows, 7) scores) for every kept video, after the manual frame-range cuts.
 
     `per_frame_dir` defaults to the released `<data_dir>/per_frame`; a face_emotion run's `data.output_dir`
@@ -139,7 +137,9 @@ def dominant_shares(scores: pd.DataFrame) -> pd.Series:
 
 
 def summarise_videos(
-    data_dir: Path, scheme: str, summary: Callable[[pd.DataFrame], pd.Series] = video_means,
+    data_dir: Path,
+    scheme: str,
+    summary: Callable[[pd.DataFrame], pd.Series] = video_means,
     per_frame_dir: Path | None = None,
 ) -> pd.DataFrame:
     """One row per kept video (index `video`): `summary` of its leader's frame scores."""
@@ -321,8 +321,7 @@ def _write_figure(videos: pd.DataFrame, path: Path) -> None:
     plt.close(figure)
 
 
-def report_markdown(videos: pd.DataFrame, shares: pd.DataFrame, scheme: str, figure: str,
-                    flagged: pd.Series) -> str:
+def report_markdown(videos: pd.DataFrame, shares: pd.DataFrame, scheme: str, figure: str, flagged: pd.Series) -> str:
     """The markdown report: sample, review flags, pluralist vs populist, ANOVA by level with Tukey, dominant
     emotions; `flagged` is review_flags' per-video result."""
     coded = videos.dropna(subset=["populism"])

@@ -48,8 +48,12 @@ class FaceEmotionAnalysisConfig(JobConfig):
 def check_sources(data: FaceEmotionAnalysisData) -> tuple[Path, Path]:
     """(root, per-frame folder), or one ConfigError naming the key and what to point it at."""
     root = Path(data.root)
-    needed = ["raw/yt-urls.csv", "raw/gps.csv", f"results/yt-urls-mark-manual-{data.scheme}.csv",
-              "results/manual_review.json"]
+    needed = [
+        "raw/yt-urls.csv",
+        "raw/gps.csv",
+        f"results/yt-urls-mark-manual-{data.scheme}.csv",
+        "results/manual_review.json",
+    ]
     missing = [name for name in needed if not (root / name).is_file()]
     if missing:
         raise ConfigError(
@@ -77,12 +81,24 @@ def headline_metrics(headline: pd.DataFrame, levels: pd.DataFrame) -> dict[str, 
 
 
 def _log(loggers: list[Logger], metrics: dict[str, float], tables: dict[str, pd.DataFrame], figure: Path) -> None:
+    from PIL import Image
+
+    from tenfold.media import log_image
+
     for logger in loggers:
         logger.log_metrics(metrics, step=0)
         if isinstance(logger, WandbLogger):
             for name, table in tables.items():
                 logger.log_table(f"analysis/{name}", dataframe=table.reset_index())
-            logger.log_image("analysis/by_gps_level", images=[str(figure)])
+    # The report's figure, through the platform's one image path (W&B and TensorBoard alike).
+    with Image.open(figure) as image:
+        log_image(
+            loggers,
+            "analysis/by_gps_level",
+            image.convert("RGB"),
+            step=0,
+            caption="negative and neutral scores per video by GPS populism level",
+        )
 
 
 @register_job(
