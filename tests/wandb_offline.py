@@ -93,7 +93,7 @@ def readme_dashboards(readme: Path) -> dict[str, list[str]]:
     for line in section.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if len(cells) == 2 and cells[0].startswith("`"):
-            table[cells[0].strip("`")] = [token for token in cells[1].split("`")[1::2]]
+            table[cells[0].split("`")[1]] = cells[1].split("`")[1::2]
     return table
 
 
