@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
@@ -52,12 +53,11 @@ class ClassifiedSplitDataModule(SplitDataModule):
     The subclass reads them in `_read_class_names` (cheap: a directory listing or the dataset features).
     """
 
+    _read_class_names: Callable[[], list[str]]
+
     @cached_property
     def class_names(self) -> list[str]:
         return self._read_class_names()
-
-    def _read_class_names(self) -> list[str]:
-        raise NotImplementedError
 
     def module_kwargs(self) -> dict:
         """What the LightningModule is built with besides the config."""

@@ -84,6 +84,15 @@ def error_line(capsys: pytest.CaptureFixture, *args: str) -> str:
     return err[0]
 
 
+FACE_EMOTION_DEMO = "configs/examples/face_emotion_demo.yaml"
+
+
+def face_emotion_cli(videos: Path, out: Path, root: Path, *extra: str) -> int:
+    """The face_emotion demo over `videos`, CSVs to `out`, its run under `root`."""
+    return train_cli("--config", FACE_EMOTION_DEMO, f"data.videos_dir={videos}",
+                     f"data.output_dir={out}", f"run.root={root}", "logger=none", *extra)
+
+
 def train_subprocess(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if k != "TENFOLD_RUN_DIR"}
     full_env.update(env or {})

@@ -14,30 +14,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import BLANK_EVERY, FRAMES, REPO, train_cli
+from conftest import BLANK_EVERY, FACE_EMOTION_DEMO, FRAMES, REPO, face_emotion_cli
 from lightning_modules.face_emotion import module as _face_emotion  # noqa: F401  (registers the method)
 from lightning_modules.face_emotion.emotion_net import EMOTIONS
 from lightning_modules.face_emotion.preview import BOX_COLOUR
 
-CONFIG = "configs/examples/face_emotion_demo.yaml"
 FER_COLUMNS = ["box0", *(f"{e}0" for e in EMOTIONS)]
 
 
 @pytest.fixture(scope="module")
 def videos(face_videos: Path) -> Path:
     return face_videos
-
-
-def _run(videos: Path, out: Path, root: Path, *extra: str) -> int:
-    return train_cli(
-        "--config",
-        CONFIG,
-        f"data.videos_dir={videos}",
-        f"data.output_dir={out}",
-        f"run.root={root}",
-        "logger=none",
-        *extra,
-    )
 
 
 def test_writes_fer_format_csvs_and_records_failures(
@@ -47,7 +34,7 @@ def test_writes_fer_format_csvs_and_records_failures(
 
     out = tmp_path / "out"
     with caplog.at_level(logging.INFO):
-        assert _run(videos, out, tmp_path / "runs") == 0
+        assert face_emotion_cli(videos, out, tmp_path / "runs") == 0
     progress = [r.getMessage() for r in caplog.records if "videos done" in r.getMessage()]
     assert [m.split("videos done ")[1].split(",")[0] for m in progress] == [
         f"{i}/4 (this rank)" for i in (1, 2, 3)
@@ -73,7 +60,7 @@ def test_writes_fer_format_csvs_and_records_failures(
     assert [line.split("\t")[0] for line in failed] == [str(videos / "broken.avi")]
 
 
-def test_predict_scores_a_video_and_an_image_like_the_run(
+def test_predict_scores_a_video_and_an_image_like_theface_emotion_cli(
     videos: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     import skimage.data
@@ -83,7 +70,7 @@ def test_predict_scores_a_video_and_an_image_like_the_run(
     from predict import main as predict_main
 
     out = tmp_path / "out"
-    assert _run(videos, out, tmp_path / "runs") == 0
+    assert face_emotion_cli(videos, out, tmp_path / "runs") == 0
     run = only_run_dir(tmp_path / "runs", "face_emotion")
     Image.fromarray(skimage.data.astronaut()).save(tmp_path / "face.png")
     capsys.readouterr()
@@ -98,7 +85,7 @@ def test_predict_scores_a_video_and_an_image_like_the_run(
 
 def test_preview_marks_the_first_face_frame(videos: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert _run(videos, out, tmp_path / "runs", "preview=true") == 0
+    assert face_emotion_cli(videos, out, tmp_path / "runs", "preview=true") == 0
     assert sorted(p.name for p in out.glob("*.jpg")) == ["astronaut-t300-preview.jpg"]  # no face, no preview
     preview = cv2.imread(str(out / "astronaut-t300-preview.jpg"))
     x, y, w, h = ast.literal_eval(pd.read_csv(out / "astronaut-t300.csv", index_col=0)["box0"].iloc[0])
@@ -110,17 +97,17 @@ def test_preview_marks_the_first_face_frame(videos: Path, tmp_path: Path) -> Non
 
 def test_rerun_skips_finished_videos(videos: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert _run(videos, out, tmp_path / "runs") == 0
+    assert face_emotion_cli(videos, out, tmp_path / "runs") == 0
     marker = "kept,from,the,first,run\n"
     (out / "astronaut-t300.csv").write_text(marker)
     (out / "coffee-t300.csv").unlink()
-    assert _run(videos, out, tmp_path / "runs") == 0
+    assert face_emotion_cli(videos, out, tmp_path / "runs") == 0
     assert (out / "astronaut-t300.csv").read_text() == marker  # not recomputed
     assert (out / "coffee-t300.csv").is_file()  # the missing one is
 
 
 def test_missing_output_dir_is_a_config_error(videos: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert _run(videos, tmp_path / "out", tmp_path / "runs", "data.output_dir=null") == 2
+    assert face_emotion_cli(videos, tmp_path / "out", tmp_path / "runs", "data.output_dir=null") == 2
     assert "data.output_dir" in capsys.readouterr().err
 
 
@@ -141,7 +128,7 @@ LAUNCHER = textwrap.dedent("""
 @pytest.mark.distributed
 def test_ddp_writes_each_video_once_and_matches_one_process(videos: Path, tmp_path: Path) -> None:
     single, multi = tmp_path / "single", tmp_path / "ddp"
-    assert _run(videos, single, tmp_path / "runs1") == 0
+    assert face_emotion_cli(videos, single, tmp_path / "runs1") == 0
     launcher = tmp_path / "launch_face_emotion.py"
     launcher.write_text(LAUNCHER.format(repo=str(REPO)))
     proc = subprocess.run(
@@ -149,7 +136,7 @@ def test_ddp_writes_each_video_once_and_matches_one_process(videos: Path, tmp_pa
             sys.executable,
             str(launcher),
             "--config",
-            CONFIG,
+            FACE_EMOTION_DEMO,
             f"data.videos_dir={videos}",
             f"data.output_dir={multi}",
             f"run.root={tmp_path / 'runs2'}",

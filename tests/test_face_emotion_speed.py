@@ -11,14 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import train_cli
+from conftest import FACE_EMOTION_DEMO, face_emotion_cli, train_cli
 from lightning_modules.face_emotion import module as _face_emotion  # noqa: F401  (registers the method)
 from lightning_modules.face_emotion.config import FaceEmotionModelConfig
 from lightning_modules.face_emotion.emotion_net import SameMaxPool2d, fold_batchnorm, load_fer_model, tf_same_pad
 from lightning_modules.face_emotion.frame_faces import FrameFaceFinder, box_iou
 from lightning_modules.face_emotion.preprocess import crops_to_input
-
-CONFIG = "configs/examples/face_emotion_demo.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -112,18 +110,6 @@ def test_tracking_rescans_every_k_frames_and_when_a_face_is_lost(astronaut: np.n
     assert tracked(frames[1], "other").full_scan
 
 
-def _run(videos: Path, out: Path, root: Path, *extra: str) -> int:
-    return train_cli(
-        "--config",
-        CONFIG,
-        f"data.videos_dir={videos}",
-        f"data.output_dir={out}",
-        f"run.root={root}",
-        "logger=none",
-        *extra,
-    )
-
-
 def test_loader_workers_write_the_same_bytes_as_one_process(face_videos: Path, tmp_path: Path) -> None:
     import shutil
 
@@ -136,8 +122,9 @@ def test_loader_workers_write_the_same_bytes_as_one_process(face_videos: Path, t
     # Three faces per frame, moving: the face order within a row must not depend on the process layout.
     shutil.copy(build_videos(tmp_path / "gen", 6)[2], videos / "three.avi")
     single, workers = tmp_path / "single", tmp_path / "workers"
-    assert _run(videos, single, tmp_path / "runs", "data.num_workers=0") == 0
-    assert _run(videos, workers, tmp_path / "runs", "data.num_workers=2", "data.batch_size_per_device=4") == 0
+    assert face_emotion_cli(videos, single, tmp_path / "runs", "data.num_workers=0") == 0
+    workers_args = ("data.num_workers=2", "data.batch_size_per_device=4")
+    assert face_emotion_cli(videos, workers, tmp_path / "runs", *workers_args) == 0
     names = sorted(p.name for p in single.glob("*.csv"))
     assert names == ["astronaut-t300.csv", "camera-t300.csv", "three-t300.csv"]
     assert "box2" in (single / "three-t300.csv").read_text().splitlines()[0]
@@ -150,8 +137,8 @@ def test_fast_mode_finds_the_default_faces(face_videos: Path, tmp_path: Path) ->
     import pandas as pd
 
     default, fast = tmp_path / "default", tmp_path / "fast"
-    assert _run(face_videos, default, tmp_path / "runs") == 0
-    assert _run(face_videos, fast, tmp_path / "runs", "model.detect_scale=0.5", "model.track_every=3") == 0
+    assert face_emotion_cli(face_videos, default, tmp_path / "runs") == 0
+    assert face_emotion_cli(face_videos, fast, tmp_path / "runs", "model.detect_scale=0.5", "model.track_every=3") == 0
     a = pd.read_csv(default / "astronaut-t300.csv", index_col=0)
     b = pd.read_csv(fast / "astronaut-t300.csv", index_col=0)
     assert list(a.index) == list(b.index)  # the same frames have a face
@@ -165,7 +152,7 @@ def test_fast_mode_finds_the_default_faces(face_videos: Path, tmp_path: Path) ->
 def test_bad_fast_mode_values_are_one_error_line(
     face_videos: Path, tmp_path: Path, bad: str, capsys: pytest.CaptureFixture
 ) -> None:
-    assert _run(face_videos, tmp_path / "out", tmp_path / "runs", bad) == 2
+    assert face_emotion_cli(face_videos, tmp_path / "out", tmp_path / "runs", bad) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and bad.split("=")[0] in err[0]
 
@@ -175,14 +162,14 @@ def test_every_video_failing_exits_non_zero_naming_them(tmp_path: Path, capsys: 
     videos.mkdir()
     for name in ("a.avi", "b.mp4"):
         (videos / name).write_bytes(b"RIFF\x00\x00\x00\x00not a video" * 20)
-    assert _run(videos, tmp_path / "out", tmp_path / "runs", "data.num_workers=2") == 2
+    assert face_emotion_cli(videos, tmp_path / "out", tmp_path / "runs", "data.num_workers=2") == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(err) == 1
     assert "every video failed" in err[0] and "0 video(s) written" in err[0] and "2 failed" in err[0]
     assert "a.avi: cannot open video" in err[0] and "b.mp4: cannot open video" in err[0]
 
 
-def test_timeline_panel_reaches_the_wandb_run(
+def test_timeline_panel_reaches_the_wandbface_emotion_cli(
     face_videos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -191,7 +178,7 @@ def test_timeline_panel_reaches_the_wandb_run(
     assert (
         train_cli(
             "--config",
-            CONFIG,
+            FACE_EMOTION_DEMO,
             f"data.videos_dir={face_videos}",
             f"data.output_dir={out}",
             f"run.root={tmp_path / 'runs'}",
