@@ -42,8 +42,7 @@ def test_ddp_two_cpu_processes(config: str, tmp_path: Path) -> None:
         rows = list(csv.DictReader(fh))
     test_metrics = sorted({key for row in rows for key, value in row.items() if key.startswith("test/") and value})
     assert test_metrics and all(sum(1 for row in rows if row.get(key)) == 1 for key in test_metrics)
-    # What the dashboard shows after `wandb sync`: every panel the README lists (rows not yet verified under DDP
-    # list none), and no blank picture.
+    # What the dashboard shows after `wandb sync`: every panel the README lists, and no blank picture.
     assert not missing_panels(readme_dashboards(REPO / "README.md")[method], panels(run))
     for image in logged_images(run):
         assert len(np.unique(image_pixels(image))) > 2, f"{image.name} is blank"
