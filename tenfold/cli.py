@@ -36,7 +36,12 @@ def load_config(files: list[str], overrides: list[str]):
     sources = [(path, read_yaml(path)) for path in files]
     sources.append(("command line", parse_overrides(overrides)))
     spec = get_method(find_method(sources))
-    return compose(spec.config_class, sources)
+    cfg = compose(spec.config_class, sources)
+    if spec.module_class is not None:
+        from tenfold.method import check_monitor
+
+        check_monitor(cfg, spec.module_class)
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:
