@@ -46,6 +46,7 @@ INIT, NET, REAL, INNER, MTT_STEP, VAL, EVAL, EXPERT = range(8)
 @register_method("critical_distill", config=CriticalDistillConfig, datamodule=CriticalDistillDataModule,
                  required_trainer={"max_epochs": 1})
 class CriticalDistillModule(MethodModule):
+    monitors = ("val/loss", "val/acc")
     config_class = CriticalDistillConfig
 
     def __init__(self, config: dict, class_names: list[str], image_shape: list[int], mean: list[float],

@@ -65,6 +65,7 @@ def _classification_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tens
     callbacks=_callbacks,
 )
 class LoRAPruneViT(ImageClassifier):
+    monitors = ("val/loss", "val/top1", "val/top5", "val/loss_at_target")
     config_class = LoRAPruneViTConfig
 
     def build_net(self, num_classes: int) -> nn.Module:
