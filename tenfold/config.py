@@ -12,9 +12,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hashlib
+import inspect
 import math
 import types
 import typing
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -266,6 +268,20 @@ def timm_optimizers() -> list[str]:
 def _at_least(low: int, key: str, value: int | None) -> None:
     if value is not None and value < low:
         raise ConfigError(f"{key}={value} must be at least {low}")
+
+
+def check_kwargs(key: str, given: dict, target: Callable, taken: Iterable[str] = ()) -> None:
+    """Refuse a key of a dict-typed field (e.g. `model.arch`) that `target` does not accept.
+
+    `taken` are the arguments the method passes itself (e.g. num_classes).
+    """
+    params = inspect.signature(target).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    allowed = [n for n in params if n not in ("self", "device", "dtype", *taken)]
+    for name in given:
+        if name not in allowed:
+            raise ConfigError(f"unknown key '{key}.{name}': {target.__qualname__} takes {', '.join(allowed)}")
 
 
 def check_sizes(node: Any, prefix: str = "") -> None:
