@@ -32,6 +32,7 @@ from omegaconf.errors import (
 )
 
 from tenfold.errors import ConfigError
+from tenfold.redact import is_secret_name, secret_env_names
 
 
 class LoggerKind(enum.Enum):
@@ -354,6 +355,7 @@ def compose(schema: type, sources: list[tuple[str, DictConfig]]) -> Any:
     if missing:
         names = ", ".join(missing)
         raise ConfigError(f"required config value(s) not set: {names} (set them in the YAML or as key=value)")
+    _refuse_secret_interpolation(OmegaConf.to_container(cfg, resolve=False))
     try:
         OmegaConf.resolve(cfg)
         obj = OmegaConf.to_object(cfg)
@@ -363,6 +365,20 @@ def compose(schema: type, sources: list[tuple[str, DictConfig]]) -> Any:
         raise ConfigError(f"invalid config at '{getattr(exc, 'full_key', '?')}': {_short(exc)}") from None
     check_sizes(obj)
     return obj
+
+
+def _refuse_secret_interpolation(tree: Any, prefix: str = "") -> None:
+    """`${oc.env:API_KEY}` under a key not named as a secret would write the secret into the run's records."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else []
+    for key, value in items:
+        path = f"{prefix}{key}"
+        names = secret_env_names(value)
+        if names and not is_secret_name(str(key)):
+            raise ConfigError(f"{path}: {value!r} interpolates the secret-looking variable {names[0]} into a "
+                              "value that would be written to config.yaml, checkpoints and W&B; put secrets only "
+                              "under keys named as such (api_key, token, password), which are redacted")
+        if not is_secret_name(str(key)):
+            _refuse_secret_interpolation(value, path + ".")
 
 
 def to_plain(cfg: Any) -> dict:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import netrc
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +14,23 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from tenfold.config import LoggerKind, WandbConfig
 from tenfold.errors import ConfigError
+from tenfold.redact import redact_secrets, redacted_argv
 
-SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|credential)", re.IGNORECASE)
+__all__ = ["build_loggers", "redact_secrets", "wandb_mode"]
+
 WANDB_MODES = ("online", "offline", "disabled")
 
 
-def redact_secrets(tree: Any) -> Any:
-    """A copy of a plain config tree with secret-looking values replaced, for W&B and checkpoints."""
-    if isinstance(tree, dict):
-        return {
-            k: ("<redacted>" if SECRET_KEY.search(str(k)) and v else redact_secrets(v))
-            for k, v in tree.items()
-        }
-    if isinstance(tree, list):
-        return [redact_secrets(v) for v in tree]
-    return tree
+class RedactingWandbLogger(WandbLogger):
+    """W&B records the command line when its run starts: it sees secret-looking overrides redacted."""
+
+    @property
+    def experiment(self) -> Any:
+        with redacted_argv():
+            return super().experiment
+
+    def log_hyperparams(self, params: Any) -> None:
+        super().log_hyperparams(redact_secrets(params) if isinstance(params, dict) else params)
 
 
 class _AppendingWriter(ExperimentWriter):
@@ -93,7 +94,7 @@ def build_loggers(
         if mode != "disabled":
             os.environ.setdefault("WANDB_SILENT", "true")
             loggers.append(
-                WandbLogger(
+                RedactingWandbLogger(
                     project=wandb_cfg.project,
                     entity=wandb_cfg.entity,
                     name=run_name,
