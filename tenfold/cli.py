@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -66,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         rank = os.environ.get("LOCAL_RANK") or os.environ.get("RANK")
         prefix = f"[rank {rank}] " if rank not in (None, "0") else ""
         print(f"{prefix}error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"error: no space left on device: {exc.filename or '?'}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: resume with resume=latest", file=sys.stderr)

@@ -24,7 +24,7 @@ from tenfold.checkpoint_io import AtomicCheckpointIO, atomic_copy, load_weights_
 from tenfold.config import ExperimentConfig, LoggerKind, to_plain
 from tenfold.errors import CheckpointError, ConfigError
 from tenfold.export import export_run
-from tenfold.loggers import build_loggers
+from tenfold.loggers import CSVRowsCallback, build_loggers, truncate_metrics
 from tenfold.registry import MethodSpec, get_method
 from tenfold.run_dir import RunDir, release, resolve_run_dir, write_run_files
 from tenfold.threads import configure_threads
@@ -47,19 +47,24 @@ def run(cfg: Any, validate_only: bool = False) -> dict[str, float]:
             wandb.finish()  # Lightning leaves the run open; a later run in this process would log into it
 
 
-def check_resume_checkpoint(path: Path, method: str) -> None:
+def check_resume_checkpoint(path: Path, method: str) -> dict:
     """Fail now, in one line, if the checkpoint is unreadable or another method's (mmap: no full read)."""
     ckpt = load_weights_only(path, mmap=True)
     config = (ckpt.get("hyper_parameters") or {}).get("config") or {}
     if config.get("method") not in (None, method):
         raise CheckpointError(f"{path} is a checkpoint of method '{config['method']}', not of '{method}': "
                               f"resume a {method} run, or set method={config['method']}")
+    return ckpt
 
 
 def _run(cfg: Any, run_dir: RunDir, validate_only: bool) -> dict[str, float]:
     spec = get_method(cfg.method)
     if run_dir.resume_from is not None:
-        check_resume_checkpoint(run_dir.resume_from, cfg.method)
+        ckpt = check_resume_checkpoint(run_dir.resume_from, cfg.method)
+        if run_dir.owned and run_dir.resume_from.is_relative_to(run_dir.path):
+            dropped = truncate_metrics(run_dir.path / "metrics.csv", ckpt)
+            if dropped:
+                rank_zero_info(f"metrics.csv: dropped {dropped} row(s) logged after {run_dir.resume_from.name}")
     threads = configure_threads(cfg.threads, getattr(cfg, "trainer", None))
     L.seed_everything(cfg.seed, workers=True)
     if spec.job is not None:
@@ -181,6 +186,8 @@ def build_trainer(cfg: Any, spec: MethodSpec, run_dir: RunDir) -> L.Trainer:
     )
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
+        if trained:
+            callbacks.append(CSVRowsCallback())
     try:
         return L.Trainer(
             **tcfg,
