@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import Callback
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
@@ -53,48 +52,27 @@ class ResumableCSVLogger(CSVLogger):
         return self._experiment
 
 
-class CSVRowsCallback(Callback):
-    """Each checkpoint remembers how many rows metrics.csv had; a resume from it drops the rows after them.
-
-    Those rows were logged after the checkpoint by a run that then died: the resumed run logs them again.
-    """
-
-    def __init__(self) -> None:
-        self._loggers: list[Logger] = []
-
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        self._loggers = [lg for lg in trainer.loggers if isinstance(lg, ResumableCSVLogger)]
-
-    def state_dict(self) -> dict[str, int]:
-        if not self._loggers or self._loggers[0]._experiment is None:
-            return {}
-        logger = self._loggers[0]
-        logger.save()  # flush the buffered rows, so the count is what the checkpoint has seen
-        return {"rows": csv_rows(Path(logger.experiment.metrics_file_path))}
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        pass  # applied before the loggers start: see truncate_metrics
-
-
-def csv_rows(path: Path) -> int:
-    if not path.is_file():
-        return 0
-    with open(path, newline="") as fh:
-        return max(0, sum(1 for _ in csv.reader(fh)) - 1)
-
-
 def truncate_metrics(metrics_csv: Path, checkpoint: dict) -> int:
-    """Keep the header and the first rows a resumed checkpoint has seen; return how many rows were dropped."""
-    rows = (checkpoint.get("callbacks") or {}).get(CSVRowsCallback.__qualname__, {}).get("rows")
-    if rows is None or not metrics_csv.is_file():
+    """Drop the metrics.csv rows a dead run logged after the checkpoint a resume continues from.
+
+    Rows carry Lightning's logging step (batches that stepped); everything at or past the checkpoint's
+    count was logged later and will be logged again. Returns how many rows were dropped.
+    """
+    loop = ((checkpoint.get("loops") or {}).get("fit_loop") or {}).get("epoch_loop.state_dict") or {}
+    stepped = loop.get("_batches_that_stepped")
+    if stepped is None or not metrics_csv.is_file():
         return 0
     with open(metrics_csv, newline="") as fh:
-        lines = list(csv.reader(fh))
-    dropped = max(0, len(lines) - 1 - rows)
-    if dropped:
+        header, *rows = list(csv.reader(fh)) or [[]]
+    if "step" not in header:
+        return 0
+    column = header.index("step")
+    kept = [row for row in rows if not (row[column:column + 1] and row[column].isdigit()
+                                        and int(row[column]) >= stepped)]
+    if len(kept) < len(rows):
         with open(metrics_csv, "w", newline="") as fh:
-            csv.writer(fh).writerows(lines[: rows + 1])
-    return dropped
+            csv.writer(fh).writerows([header, *kept])
+    return len(rows) - len(kept)
 
 
 def _wandb_key_configured() -> bool:

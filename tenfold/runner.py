@@ -24,7 +24,7 @@ from tenfold.checkpoint_io import AtomicCheckpointIO, atomic_copy, load_weights_
 from tenfold.config import ExperimentConfig, LoggerKind, to_plain
 from tenfold.errors import CheckpointError, ConfigError
 from tenfold.export import export_run
-from tenfold.loggers import CSVRowsCallback, build_loggers, truncate_metrics
+from tenfold.loggers import build_loggers, truncate_metrics
 from tenfold.registry import MethodSpec, get_method
 from tenfold.run_dir import RunDir, release, resolve_run_dir, write_run_files
 from tenfold.threads import configure_threads
@@ -186,8 +186,6 @@ def build_trainer(cfg: Any, spec: MethodSpec, run_dir: RunDir) -> L.Trainer:
     )
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-        if trained:
-            callbacks.append(CSVRowsCallback())
     try:
         return L.Trainer(
             **tcfg,

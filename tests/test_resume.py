@@ -78,7 +78,8 @@ def _rows(metrics_csv: Path) -> list[tuple]:
 
 @pytest.mark.usefixtures("in_repo")
 def test_resume_after_a_crash_leaves_no_duplicated_metrics_rows(tmp_path: Path) -> None:
-    """Rows the dead run flushed after its last checkpoint are dropped at resume, then logged once again."""
+    """Rows the dead run flushed after its last checkpoint are dropped at resume, then logged once again;
+    the rows logged at the checkpoint's own step (the epoch's train/loss, after the save) are kept."""
     from conftest import TINY, train_cli
 
     args = ["--config", "configs/demo/rdnet.yaml", f"run.root={tmp_path}", "run.name=r",
@@ -87,9 +88,12 @@ def test_resume_after_a_crash_leaves_no_duplicated_metrics_rows(tmp_path: Path) 
     assert train_cli(*args, "trainer.max_epochs=1") == 0
     metrics = tmp_path / "rdnet" / "r" / "metrics.csv"
     lines = metrics.read_text().splitlines()
-    # What a run killed in epoch 1 after a flush leaves: epoch 1's first rows, past the checkpoint.
-    leftovers = [line.replace("0,", "1,", 1) for line in lines[1:] if line.startswith("0,")][:2]
-    metrics.write_text("\n".join([*lines, *leftovers]) + "\n")
+    # What a run killed in epoch 1 after a flush leaves: epoch 1's first rows, past the checkpoint (step 2).
+    with open(metrics) as fh:
+        first_epoch = [row for row in csv.DictReader(fh) if row["epoch"] == "0" and row["train/loss_step"]]
+    with open(metrics, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=lines[0].split(","))
+        writer.writerows({**row, "epoch": "1", "step": str(int(row["step"]) + 2)} for row in first_epoch)
     assert train_cli(*args, "trainer.max_epochs=2", "resume=auto") == 0
     rows = _rows(metrics)
     assert len(rows) == len(set(rows)), rows
