@@ -15,8 +15,22 @@ from typing import Any
 
 REDACTED = "<redacted>"
 # A secret wherever the word appears in the key.
-SECRET_WORDS = frozenset({"password", "passwd", "passphrase", "secret", "secrets", "credential", "credentials",
-                          "auth", "authorization", "apikey", "bearer", "cookie"})
+SECRET_WORDS = frozenset(
+    {
+        "password",
+        "passwd",
+        "passphrase",
+        "secret",
+        "secrets",
+        "credential",
+        "credentials",
+        "auth",
+        "authorization",
+        "apikey",
+        "bearer",
+        "cookie",
+    }
+)
 # A secret as the key's last word ("hf_token", "access_token"; not "token_budget" or "tokens").
 SECRET_SUFFIXES = frozenset({"token"})
 # "<qualifier>_key" is a secret ("api_key", "private_key"); a bare "key" or "sort_key" is not.

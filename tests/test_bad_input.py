@@ -162,8 +162,10 @@ def bad_cases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[list[
     (tmp / "a_file").write_text("not a directory")
     torch.save({"hyper_parameters": {"config": {"method": "deeplens"}}, "state_dict": {}}, tmp / "lens.ckpt")
     cases = {}
-    for name, (config, overrides, expected) in {**BAD_VALUES, **BAD_FILES}.items():
-        overrides, expected, root = [o.format(tmp=tmp) for o in overrides], expected.format(tmp=tmp), tmp / name
+    files = {name: (config, [o.format(tmp=tmp) for o in overrides], expected.format(tmp=tmp))
+             for name, (config, overrides, expected) in BAD_FILES.items()}
+    for name, (config, overrides, expected) in {**BAD_VALUES, **files}.items():
+        root = tmp / name
         if not any(o.startswith("run.root=") for o in overrides):
             overrides = [f"run.root={root}", *overrides]
         cases[name] = (["--config", config, *overrides, "logger=none"], root, expected)

@@ -99,11 +99,25 @@ def test_a_second_live_run_with_the_same_name_fails_at_once(tmp_path: Path) -> N
     """Two concurrent runs named alike: the second stops in seconds naming the first; the first ends intact."""
     from conftest import train_cli
 
-    args = ["--config", "configs/demo/rdnet.yaml", f"run.root={tmp_path}", "run.name=same",
-            *[o for o in TINY if not o.startswith("logger=")], "logger=csv", "export.enabled=false", "run.test=false"]
+    args = [
+        "--config",
+        "configs/demo/rdnet.yaml",
+        f"run.root={tmp_path}",
+        "run.name=same",
+        *[o for o in TINY if not o.startswith("logger=")],
+        "logger=csv",
+        "export.enabled=false",
+        "run.test=false",
+    ]
     env = {k: v for k, v in os.environ.items() if k != RUN_DIR_ENV}
-    first = subprocess.Popen([sys.executable, "train.py", *args, "trainer.max_epochs=2"], cwd=REPO, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "train.py", *args, "trainer.max_epochs=2"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lock = tmp_path / "rdnet" / "same" / LOCK
     deadline = time.monotonic() + 300
     while not lock.is_file() and first.poll() is None and time.monotonic() < deadline:
