@@ -157,6 +157,13 @@ def bad_cases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[list[
     """name -> (train.py arguments, the run.root that must stay empty, the expected error text)."""
     import torch
 
+    from tenfold.cli import load_config
+    from tenfold.registry import get_method
+
+    for config in (RDNET, LM, VIT, LENS, EDOF):  # the forked children inherit these imports
+        get_method(load_config([config], []).method)
+    import tenfold.runner  # noqa: F401
+
     tmp = tmp_path_factory.mktemp("bad")
     (tmp / "empty.txt").write_text("\n  \n")
     (tmp / "a_file").write_text("not a directory")
