@@ -325,6 +325,18 @@ def parse_overrides(overrides: list[str]) -> DictConfig:
         return OmegaConf.from_dotlist(list(overrides))
     except OmegaConfBaseException as exc:
         raise ConfigError(f"command line: cannot parse overrides: {exc}") from None
+    except yaml.YAMLError as exc:  # a value is parsed as YAML: `key=[a` or `key=[${x}]`
+        bad = next((o for o in overrides if _yaml_error(o.split("=", 1)[1])), "?")
+        raise ConfigError(f"command line: cannot parse the value of '{bad}': {getattr(exc, 'problem', exc)} "
+                          "(quote it, e.g. key='[\"...\"]')") from None
+
+
+def _yaml_error(value: str) -> bool:
+    try:
+        yaml.safe_load(value)
+    except yaml.YAMLError:
+        return True
+    return False
 
 
 def find_method(sources: list[tuple[str, DictConfig]]) -> str:

@@ -109,6 +109,8 @@ def test_missing_config_file() -> None:
 def test_malformed_override() -> None:
     with pytest.raises(ConfigError, match="not of the form key=value"):
         load_config(["configs/demo/rdnet.yaml"], ["trainer.max_steps"])
+    with pytest.raises(ConfigError, match=r"cannot parse the value of 'run.tags=\[\$\{x\}\]'"):
+        load_config(["configs/demo/rdnet.yaml"], ["seed=1", "run.tags=[${x}]"])
 
 
 def test_resolved_config_is_plain_yaml() -> None:

@@ -97,7 +97,7 @@ def test_planted_secrets_reach_no_file_of_the_run_and_no_wandb_record(tmp_path: 
         "run.name=s",
         "logger=wandb",
         f"data.files.api_key=[{PLANTED[0]}]",
-        "data.files.hf_token=[${oc.env:TENFOLD_TEST_HF_TOKEN}]",
+        "data.files.hf_token=['${oc.env:TENFOLD_TEST_HF_TOKEN}']",
         "model.dense_warmup_steps=0",
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=2",
