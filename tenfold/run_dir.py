@@ -109,7 +109,8 @@ def resolve_run_dir(cfg: Any) -> RunDir:
             raise ConfigError(f"ckpt_path={ckpt_path}: file not found")
     elif resume is not None and last.is_file():
         resume_from = newest_checkpoint(path)
-    elif not inherited and (last.is_file() or (path / "config.yaml").is_file()):
+    # config.yaml only counts for the claiming rank: under torchrun a late rank may start after rank 0 wrote it.
+    elif not inherited and (last.is_file() or (owned and (path / "config.yaml").is_file())):
         release(RunDir(path, None, "", owned))
         held = LAST_CKPT if last.is_file() else "config.yaml"
         raise ConfigError(
