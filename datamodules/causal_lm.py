@@ -78,6 +78,12 @@ def load_tokenizer(path: str | None):
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
+def _blank(path: Path) -> bool:
+    """An empty file, or a small one holding only whitespace (a large file is read only by the tokeniser)."""
+    size = path.stat().st_size
+    return size == 0 or (size < 1 << 20 and not path.read_bytes().strip())
+
+
 class TokenWindows(Dataset):
     """Non-overlapping windows of a token stream; items are (input_ids, labels), labels = input_ids
     (the model shifts them)."""
@@ -129,6 +135,8 @@ class CausalLMDataModule(SplitDataModule):
                 for path in paths:
                     if not Path(path).is_file():
                         raise DataError(f"data.files.{split}: file not found: {path}")
+                    if _blank(Path(path)):
+                        raise DataError(f"data.files.{split}: {path} is empty: a text corpus needs text")
         _ = self.tokenizer
 
     def export_meta(self) -> ExportMeta:

@@ -7,6 +7,7 @@ atomic rename) when /tmp is another filesystem; a run killed mid-save could leav
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -17,9 +18,16 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from tenfold.errors import CheckpointError
 
+# Below this much free space after a failed write, the failure was the disk filling up (torch.save then
+# raises a RuntimeError about stream positions, not ENOSPC).
+FULL_DISK_BYTES = 16 << 20
+
 
 def atomic_write(path: str | Path, write: Any) -> None:
-    """Call `write(tmp_path)`, fsync, then rename over `path`: readers see the old or the new file."""
+    """Call `write(tmp_path)`, fsync, then rename over `path`: readers see the old or the new file.
+
+    A full disk is one clear error; the previous file at `path` is kept and the temp file removed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -28,8 +36,22 @@ def atomic_write(path: str | Path, write: Any) -> None:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        if _disk_full(exc, path.parent):
+            kept = f"; the previous {path.name} is kept" if path.is_file() else ""
+            raise CheckpointError(f"no space left on device: {path}{kept}. Free space and resume") from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _disk_full(exc: BaseException, folder: Path) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    try:
+        return shutil.disk_usage(folder).free < FULL_DISK_BYTES
+    except OSError:
+        return False
 
 
 def atomic_copy(src: str | Path, dst: str | Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -36,7 +37,12 @@ def load_config(files: list[str], overrides: list[str]):
     sources = [(path, read_yaml(path)) for path in files]
     sources.append(("command line", parse_overrides(overrides)))
     spec = get_method(find_method(sources))
-    return compose(spec.config_class, sources)
+    cfg = compose(spec.config_class, sources)
+    if spec.module_class is not None:
+        from tenfold.method import check_monitor
+
+        check_monitor(cfg, spec.module_class)
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         rank = os.environ.get("LOCAL_RANK") or os.environ.get("RANK")
         prefix = f"[rank {rank}] " if rank not in (None, "0") else ""
         print(f"{prefix}error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"error: no space left on device: {exc.filename or '?'}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: resume with resume=latest", file=sys.stderr)

@@ -2,7 +2,9 @@
 
 Build order (later wins): the method's dataclass defaults, each `--config` file in order, then the
 `key=value` overrides. Struct mode is always on, so a misspelt key fails at load time with the valid
-keys at that level listed, and every value is checked against its dataclass type.
+keys at that level listed, and every value is checked against its dataclass type. Values are checked too,
+before any work: each dataclass's `__post_init__` refuses what it cannot run (a zero LR, an unknown timm
+optimizer), and `check_sizes` refuses a non-positive size or batch wherever a config names one.
 """
 
 from __future__ import annotations
@@ -10,8 +12,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hashlib
+import inspect
+import math
 import types
 import typing
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,7 @@ from omegaconf.errors import (
 )
 
 from tenfold.errors import ConfigError
+from tenfold.redact import is_secret_name, secret_env_names
 
 
 class LoggerKind(enum.Enum):
@@ -51,6 +57,11 @@ class RunConfig:
     tags: list[str] = field(default_factory=list)
     group: str | None = None
     progress_every_s: float = 30.0  # without a TTY: at most one progress line per this many seconds
+
+    def __post_init__(self) -> None:
+        if self.name is not None and (self.name in ("", ".", "..") or any(c in self.name for c in "/\\\0")):
+            raise ConfigError(f"run.name={self.name!r} must be one plain directory name (no '/', '..'): "
+                              f"runs live under run.root/<method>/<run.name>")
 
 
 @dataclass
@@ -87,6 +98,19 @@ class TrainerConfig:
     enable_progress_bar: bool | None = None  # None: a bar on a TTY, log lines otherwise
     enable_model_summary: bool | None = None
 
+    def __post_init__(self) -> None:
+        if self.max_epochs is not None and self.max_epochs < 0 and not (self.max_epochs == -1 and self.max_steps > 0):
+            raise ConfigError(f"trainer.max_epochs={self.max_epochs} must be >= 0 (or null); "
+                              "-1 (no epoch limit) needs trainer.max_steps>0")
+        if self.max_steps < 1 and self.max_steps != -1:
+            raise ConfigError(f"trainer.max_steps={self.max_steps} must be at least 1, or -1 for no step limit")
+        _at_least(1, "trainer.accumulate_grad_batches", self.accumulate_grad_batches)
+        _at_least(1, "trainer.num_nodes", self.num_nodes)
+        _at_least(1, "trainer.log_every_n_steps", self.log_every_n_steps)
+        _at_least(1, "trainer.check_val_every_n_epoch", self.check_val_every_n_epoch)
+        if self.gradient_clip_val is not None and not self.gradient_clip_val >= 0:
+            raise ConfigError(f"trainer.gradient_clip_val={self.gradient_clip_val} must be >= 0 (or null)")
+
 
 @dataclass
 class OptimConfig:
@@ -108,6 +132,21 @@ class OptimConfig:
     decay_milestones: list[int] = field(default_factory=list)  # for "multistep", in epochs
     decay_rate: float = 0.1
 
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"optim.lr={self.lr} must be a positive number")
+        known = timm_optimizers()
+        if self.name.lower().removeprefix("lookahead_") not in known:
+            raise ConfigError(f"optim.name={self.name!r} is not a timm optimizer. Known: {', '.join(known)}")
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(f"optim.scheduler={self.scheduler!r} is not a timm scheduler. "
+                              f"Known: {', '.join(SCHEDULERS)}")
+        if not self.weight_decay >= 0:
+            raise ConfigError(f"optim.weight_decay={self.weight_decay} must be >= 0")
+        _at_least(1, "optim.reference_batch_size", self.reference_batch_size)
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"optim.warmup_epochs={self.warmup_epochs} must be >= 0")
+
 
 @dataclass
 class WandbConfig:
@@ -118,6 +157,10 @@ class WandbConfig:
     log_model: bool = False  # upload checkpoints (online only)
     watch: bool = False  # gradient/parameter histograms; costs time
 
+    def __post_init__(self) -> None:
+        if self.mode not in (None, "online", "offline", "disabled", "dryrun", "run"):
+            raise ConfigError(f"wandb.mode={self.mode!r} is not one of online, offline, disabled (or null)")
+
 
 @dataclass
 class CheckpointConfig:
@@ -125,9 +168,20 @@ class CheckpointConfig:
     monitor: str | None = "val/loss"
     mode: str = "min"
     save_top_k: int = 1
-    # last.ckpt (what resume continues from): every N epochs, or every N optimizer steps for long epochs
-    every_n_epochs: int | None = 1
+    # last.ckpt (what resume continues from): every N epochs (1 when neither is set), or every N
+    # optimizer steps for long epochs; the two are alternatives
+    every_n_epochs: int | None = None
     every_n_train_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("min", "max"):
+            raise ConfigError(f"checkpoint.mode={self.mode!r} must be min or max")
+        if self.every_n_epochs is not None and self.every_n_train_steps is not None:
+            raise ConfigError(f"checkpoint.every_n_epochs={self.every_n_epochs} and checkpoint.every_n_train_steps="
+                              f"{self.every_n_train_steps} are alternatives: set only one")
+        _at_least(1, "checkpoint.every_n_epochs", self.every_n_epochs)
+        _at_least(1, "checkpoint.every_n_train_steps", self.every_n_train_steps)
+        _at_least(-1, "checkpoint.save_top_k", self.save_top_k)
 
 
 @dataclass
@@ -142,12 +196,20 @@ class EMAConfig:
     update_every_n_steps: int = 1
     update_starting_at_step: int | None = None
 
+    def __post_init__(self) -> None:
+        if not 0 < self.decay < 1:
+            raise ConfigError(f"ema.decay={self.decay} must be between 0 and 1")
+        _at_least(1, "ema.update_every_n_steps", self.update_every_n_steps)
+
 
 @dataclass
 class ExportConfig:
     enabled: bool = True
     onnx: bool = True  # also write model.onnx where the model allows it
     sample_batch_size: int = 8  # real validation images used to check export transforms
+
+    def __post_init__(self) -> None:
+        _at_least(1, "export.sample_batch_size", self.sample_batch_size)
 
 
 @dataclass
@@ -163,6 +225,9 @@ class JobConfig:
     run: RunConfig = field(default_factory=RunConfig)
     model: Any = None
     data: Any = None
+
+    def __post_init__(self) -> None:
+        _at_least(1, "threads", self.threads)
 
 
 @dataclass
@@ -184,6 +249,51 @@ class ExperimentConfig(InferenceConfig):
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+
+
+# --------------------------------------------------------------------------------------------------
+# Value checks
+
+# timm's create_scheduler_v2 names, and "none" (a constant LR)
+SCHEDULERS = ("none", "cosine", "tanh", "step", "multistep", "plateau", "poly", "constant", "rsqrt")
+# A field of any config with one of these names is a count or a size: a positive integer.
+POSITIVE_FIELDS = ("batch_size_per_device", "eval_batch_size_per_device", "image_size", "patch_size")
+
+
+def timm_optimizers() -> list[str]:
+    from timm.optim import list_optimizers  # timm's registry; imported only when a config is checked
+
+    return list_optimizers()
+
+
+def _at_least(low: int, key: str, value: int | None) -> None:
+    if value is not None and value < low:
+        raise ConfigError(f"{key}={value} must be at least {low}")
+
+
+def check_kwargs(key: str, given: dict, target: Callable, taken: Iterable[str] = ()) -> None:
+    """Refuse a key of a dict-typed field (e.g. `model.arch`) that `target` does not accept.
+
+    `taken` are the arguments the method passes itself (e.g. num_classes).
+    """
+    params = inspect.signature(target).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    allowed = [n for n in params if n not in ("self", "device", "dtype", *taken)]
+    for name in given:
+        if name not in allowed:
+            raise ConfigError(f"unknown key '{key}.{name}': {target.__qualname__} takes {', '.join(allowed)}")
+
+
+def check_sizes(node: Any, prefix: str = "") -> None:
+    """Refuse a zero or negative `POSITIVE_FIELDS` value anywhere in a config (e.g. data.image_size=0)."""
+    if not dataclasses.is_dataclass(node):
+        return
+    for f in dataclasses.fields(node):
+        value, key = getattr(node, f.name), f"{prefix}{f.name}"
+        if f.name in POSITIVE_FIELDS and isinstance(value, int) and value < 1:
+            raise ConfigError(f"{key}={value} must be a positive integer")
+        check_sizes(value, key + ".")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -215,6 +325,18 @@ def parse_overrides(overrides: list[str]) -> DictConfig:
         return OmegaConf.from_dotlist(list(overrides))
     except OmegaConfBaseException as exc:
         raise ConfigError(f"command line: cannot parse overrides: {exc}") from None
+    except yaml.YAMLError as exc:  # a value is parsed as YAML: `key=[a` or `key=[${x}]`
+        bad = next((o for o in overrides if _yaml_error(o.split("=", 1)[1])), "?")
+        raise ConfigError(f"command line: cannot parse the value of '{bad}': {getattr(exc, 'problem', exc)} "
+                          "(quote it, e.g. key='[\"...\"]')") from None
+
+
+def _yaml_error(value: str) -> bool:
+    try:
+        yaml.safe_load(value)
+    except yaml.YAMLError:
+        return True
+    return False
 
 
 def find_method(sources: list[tuple[str, DictConfig]]) -> str:
@@ -245,13 +367,30 @@ def compose(schema: type, sources: list[tuple[str, DictConfig]]) -> Any:
     if missing:
         names = ", ".join(missing)
         raise ConfigError(f"required config value(s) not set: {names} (set them in the YAML or as key=value)")
+    _refuse_secret_interpolation(OmegaConf.to_container(cfg, resolve=False))
     try:
         OmegaConf.resolve(cfg)
-        return OmegaConf.to_object(cfg)
+        obj = OmegaConf.to_object(cfg)
     except InterpolationResolutionError as exc:
         raise ConfigError(f"cannot resolve interpolation at '{exc.full_key}': {exc.msg}") from None
     except OmegaConfBaseException as exc:
         raise ConfigError(f"invalid config at '{getattr(exc, 'full_key', '?')}': {_short(exc)}") from None
+    check_sizes(obj)
+    return obj
+
+
+def _refuse_secret_interpolation(tree: Any, prefix: str = "") -> None:
+    """`${oc.env:API_KEY}` under a key not named as a secret would write the secret into the run's records."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else []
+    for key, value in items:
+        path = f"{prefix}{key}"
+        names = secret_env_names(value)
+        if names and not is_secret_name(str(key)):
+            raise ConfigError(f"{path}: {value!r} interpolates the secret-looking variable {names[0]} into a "
+                              "value that would be written to config.yaml, checkpoints and W&B; put secrets only "
+                              "under keys named as such (api_key, token, password), which are redacted")
+        if not is_secret_name(str(key)):
+            _refuse_secret_interpolation(value, path + ".")
 
 
 def to_plain(cfg: Any) -> dict:

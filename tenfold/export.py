@@ -24,6 +24,7 @@ from torch import nn
 from tenfold.checkpoint_io import load_weights_only
 from tenfold.errors import CheckpointError
 from tenfold.method import ExportWriter
+from tenfold.redact import redact_secrets
 
 log = logging.getLogger("tenfold")
 # Only the project's own packages may be named as a network builder in export_meta.yaml.
@@ -60,7 +61,7 @@ def export_run(module: Any, datamodule: Any, callbacks: Iterable[Any], export_di
         if hasattr(owner, "export_artifacts"):
             owner.export_artifacts(model, writer)
     meta["files"] = dict(writer.files)
-    writer.text("export_meta.yaml", OmegaConf.to_yaml(OmegaConf.create(meta)), what="meta")
+    writer.text("export_meta.yaml", OmegaConf.to_yaml(OmegaConf.create(redact_secrets(meta))), what="meta")
     return dict(writer.files)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import netrc
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +14,23 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from tenfold.config import LoggerKind, WandbConfig
 from tenfold.errors import ConfigError
+from tenfold.redact import redact_secrets, redacted_argv
 
-SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|credential)", re.IGNORECASE)
+__all__ = ["build_loggers", "redact_secrets", "wandb_mode"]
+
 WANDB_MODES = ("online", "offline", "disabled")
 
 
-def redact_secrets(tree: Any) -> Any:
-    """A copy of a plain config tree with secret-looking values replaced, for W&B and checkpoints."""
-    if isinstance(tree, dict):
-        return {
-            k: ("<redacted>" if SECRET_KEY.search(str(k)) and v else redact_secrets(v))
-            for k, v in tree.items()
-        }
-    if isinstance(tree, list):
-        return [redact_secrets(v) for v in tree]
-    return tree
+class RedactingWandbLogger(WandbLogger):
+    """W&B records the command line when its run starts: it sees secret-looking overrides redacted."""
+
+    @property
+    def experiment(self) -> Any:
+        with redacted_argv():
+            return super().experiment
+
+    def log_hyperparams(self, params: Any) -> None:
+        super().log_hyperparams(redact_secrets(params) if isinstance(params, dict) else params)
 
 
 class _AppendingWriter(ExperimentWriter):
@@ -49,6 +50,29 @@ class ResumableCSVLogger(CSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+def truncate_metrics(metrics_csv: Path, checkpoint: dict) -> int:
+    """Drop the metrics.csv rows a dead run logged after the checkpoint a resume continues from.
+
+    Rows carry Lightning's logging step (batches that stepped); everything at or past the checkpoint's
+    count was logged later and will be logged again. Returns how many rows were dropped.
+    """
+    loop = ((checkpoint.get("loops") or {}).get("fit_loop") or {}).get("epoch_loop.state_dict") or {}
+    stepped = loop.get("_batches_that_stepped")
+    if stepped is None or not metrics_csv.is_file():
+        return 0
+    with open(metrics_csv, newline="") as fh:
+        header, *rows = list(csv.reader(fh)) or [[]]
+    if "step" not in header:
+        return 0
+    column = header.index("step")
+    kept = [row for row in rows if not (row[column:column + 1] and row[column].isdigit()
+                                        and int(row[column]) >= stepped)]
+    if len(kept) < len(rows):
+        with open(metrics_csv, "w", newline="") as fh:
+            csv.writer(fh).writerows([header, *kept])
+    return len(rows) - len(kept)
 
 
 def _wandb_key_configured() -> bool:
@@ -93,7 +117,7 @@ def build_loggers(
         if mode != "disabled":
             os.environ.setdefault("WANDB_SILENT", "true")
             loggers.append(
-                WandbLogger(
+                RedactingWandbLogger(
                     project=wandb_cfg.project,
                     entity=wandb_cfg.entity,
                     name=run_name,

@@ -28,6 +28,7 @@ else. A method provides, in `lightning_modules/<name>/`:
 from __future__ import annotations
 
 import copy
+import fnmatch
 import os
 import shutil
 import tempfile
@@ -41,6 +42,7 @@ from torch import Tensor, nn
 
 from tenfold.checkpoint_io import atomic_write
 from tenfold.config import from_plain
+from tenfold.errors import ConfigError
 from tenfold.loggers import redact_secrets
 from tenfold.optim import build_optimizer, optimizers_with_schedule, scaled_lr
 
@@ -52,6 +54,9 @@ class MethodModule(L.LightningModule):
     """Base of every method's LightningModule; see the module docstring for what a method overrides."""
 
     config_class: ClassVar[type]  # the method's ExperimentConfig subclass
+    # What validation logs, as names or fnmatch patterns: `checkpoint.monitor` must match one ("epoch" and
+    # "step" always do). None: not declared, so not checked.
+    monitors: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, config: dict, **data_kwargs: Any) -> None:
         super().__init__()
@@ -117,6 +122,17 @@ class MethodModule(L.LightningModule):
 
     def export_artifacts(self, model: nn.Module, writer: ExportWriter) -> None:
         """Extra export files of the method; default none."""
+
+
+def check_monitor(cfg: Any, module_class: type) -> None:
+    """Refuse, at load time, a `checkpoint.monitor` the method never logs (Lightning fails only after an epoch)."""
+    monitor = getattr(getattr(cfg, "checkpoint", None), "monitor", None)
+    declared = getattr(module_class, "monitors", None)
+    if not monitor or declared is None or monitor in ("epoch", "step"):
+        return
+    if not any(fnmatch.fnmatchcase(monitor, pattern) for pattern in declared):
+        raise ConfigError(f"checkpoint.monitor={monitor!r} is not a metric method '{cfg.method}' logs. "
+                          f"It logs: {', '.join(declared)} (and epoch, step)")
 
 
 # --------------------------------------------------------------------------------------------------

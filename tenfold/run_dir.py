@@ -3,13 +3,20 @@
 Lightning's `ddp` launcher re-runs the entry point once per local rank, so the run directory is chosen
 once, in the launching process, and handed to the children through `TENFOLD_RUN_DIR`. Under torchrun
 or SLURM every rank starts on its own, so the default name comes from the job id, which all ranks share.
+
+The launching process (global rank 0) claims the directory before any work: it creates `.lock` there
+exclusively, holding its pid, host and job id. A second live run asking for the same directory is refused
+and told who owns it; a lock whose process is gone (same host, dead pid; or the same cluster job, requeued)
+is taken over. The owner removes the lock when the run ends, and the directory too if nothing was written.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import platform
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -22,9 +29,11 @@ from omegaconf import OmegaConf
 
 from tenfold.config import config_hash, to_plain
 from tenfold.errors import ConfigError
+from tenfold.redact import redact_command, redact_secrets
 
 RUN_DIR_ENV = "TENFOLD_RUN_DIR"
 LAST_CKPT = "checkpoints/last.ckpt"
+LOCK = ".lock"
 PACKAGES = ("torch", "torchvision", "lightning", "timm", "torchmetrics", "wandb", "omegaconf")
 
 
@@ -33,6 +42,7 @@ class RunDir:
     path: Path
     resume_from: Path | None  # last.ckpt to continue from, if any
     wandb_id: str
+    owned: bool = False  # this process claimed the directory (holds its lock)
 
     @property
     def checkpoints(self) -> Path:
@@ -46,8 +56,8 @@ class RunDir:
 def default_run_name(cfg: Any) -> str:
     """`job<id>` on a cluster (identical on every rank, and across requeues even if the YAML was
     edited meanwhile), else `<timestamp>-<config hash>`."""
-    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID", "")
-    if job and job != "none":
+    job = _job_id()
+    if job:
         return f"job{job}"
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError(
@@ -72,6 +82,9 @@ def resolve_run_dir(cfg: Any) -> RunDir:
     method_root = Path(cfg.run.root) / cfg.method
     resume, ckpt_path = getattr(cfg, "resume", None), getattr(cfg, "ckpt_path", None)  # jobs have neither
     inherited = os.environ.get(RUN_DIR_ENV)
+    if resume == "auto" and not cfg.run.name and not inherited:
+        raise ConfigError("resume=auto continues the run named by run.name: set run.name=<name> "
+                          "(or resume=latest for the newest run)")
     if inherited:
         path = Path(inherited)
     elif resume == "latest":
@@ -82,6 +95,10 @@ def resolve_run_dir(cfg: Any) -> RunDir:
             raise ConfigError(f"resume={resume}: {path / LAST_CKPT} does not exist; pass a run directory")
     else:
         path = method_root / (cfg.run.name or default_run_name(cfg))
+    owned = not inherited and _is_launcher()
+    if owned:
+        # A default (timestamp) name is never shared: a run started in the same second gets a suffix.
+        path = claim(path, fresh=not (inherited or resume or cfg.run.name or _job_id()))
     os.environ[RUN_DIR_ENV] = str(path)
 
     last = path / LAST_CKPT
@@ -92,12 +109,144 @@ def resolve_run_dir(cfg: Any) -> RunDir:
             raise ConfigError(f"ckpt_path={ckpt_path}: file not found")
     elif resume is not None and last.is_file():
         resume_from = newest_checkpoint(path)
-    elif last.is_file() and not inherited:
+    # config.yaml only counts for the claiming rank: under torchrun a late rank may start after rank 0 wrote it.
+    elif not inherited and (last.is_file() or (owned and (path / "config.yaml").is_file())):
+        release(RunDir(path, None, "", owned))
+        held = LAST_CKPT if last.is_file() else "config.yaml"
         raise ConfigError(
-            f"run directory {path} already holds {LAST_CKPT}: pass resume=auto to continue it, "
+            f"run directory {path} already holds a run ({held}): pass resume=auto to continue it, "
             "or choose another run.name"
         )
-    return RunDir(path=path, resume_from=resume_from, wandb_id=_wandb_id(path))
+    return RunDir(path=path, resume_from=resume_from, wandb_id=_wandb_id(path), owned=owned)
+
+
+def _job_id() -> str:
+    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID", "")
+    return "" if job == "none" else job
+
+
+def _is_launcher() -> bool:
+    """Global rank 0 (or a single process): the one process of a job that claims the run directory."""
+    return all(os.environ.get(var, "0") == "0" for var in ("RANK", "SLURM_PROCID"))
+
+
+def _owner(lock: Path) -> dict[str, str]:
+    try:
+        fields = dict(line.split("=", 1) for line in lock.read_text().splitlines() if "=" in line)
+    except OSError:
+        return {}
+    return fields
+
+
+def _alive(owner: dict[str, str]) -> bool:
+    """Whether the process that wrote a lock may still be running (unknowable on another host)."""
+    if owner.get("job") and owner.get("job") == _job_id():
+        return False  # the same cluster job, requeued: its previous incarnation is gone
+    if owner.get("host") != platform.node():
+        return True
+    try:
+        pid = int(owner.get("pid", ""))
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return False  # an earlier run of this very process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim(path: Path, fresh: bool = False) -> Path:
+    """Create and lock the run directory (exclusively); return it. `fresh`: never reuse a directory,
+    add a suffix instead (default names)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            base, n = path, 1
+            while True:
+                try:
+                    path.mkdir()
+                    break
+                except FileExistsError:
+                    n += 1
+                    path = base.with_name(f"{base.name}-{n}")
+        else:
+            path.mkdir(exist_ok=True)
+        _take_lock(path / LOCK)
+    except ConfigError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise ConfigError(f"no space left on device: {exc.filename or path}") from None
+        raise ConfigError(f"cannot create the run directory {path} under run.root: "
+                          f"{exc.strerror or exc} ({exc.filename or path})") from None
+    _remove_orphans(path)
+    return path
+
+
+def _take_lock(lock: Path) -> None:
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    record = f"pid={os.getpid()}\nhost={platform.node()}\njob={_job_id()}\nstarted={started}\n"
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = _owner(lock)
+            if _alive(owner):
+                raise ConfigError(
+                    f"run directory {lock.parent} is in use by pid {owner.get('pid', '?')} on host "
+                    f"{owner.get('host', '?')} (since {owner.get('started', '?')}): choose another run.name, or wait "
+                    f"for that run to end (if it is dead, delete {lock})"
+                ) from None
+            stale = lock.with_name(f"{LOCK}.stale-{os.getpid()}")
+            try:
+                os.replace(lock, stale)  # only one of two racing takers moves it
+                stale.unlink(missing_ok=True)
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(record)
+        return
+    raise ConfigError(f"cannot take the lock {lock}: another run keeps claiming it")
+
+
+def _remove_orphans(path: Path) -> None:
+    """Temp files of writes a kill interrupted (`.last.ckpt.tmp-<pid>`, `.hf.tmp-*`): nobody else writes here."""
+    freed, count = 0, 0
+    for folder in (path / "checkpoints", path / "export", path):
+        if not folder.is_dir():
+            continue
+        for item in folder.glob(".*"):
+            if ".tmp-" not in item.name and ".old-" not in item.name:
+                continue
+            if item.is_dir():
+                freed += sum(f.stat().st_size for f in item.rglob("*") if f.is_file())
+                shutil.rmtree(item, ignore_errors=True)
+            else:
+                freed += item.stat().st_size
+                item.unlink(missing_ok=True)
+            count += 1
+    if count:
+        print(f"removed {count} temp file(s) of an interrupted run ({freed / 1e6:.1f} MB) from {path}",
+              file=sys.stderr)
+
+
+def release(run: RunDir) -> None:
+    """End of a run (owner only): drop the lock, and the directory if the run wrote nothing into it."""
+    if not run.owned:
+        return
+    lock = run.path / LOCK
+    if _owner(lock).get("pid") == str(os.getpid()):
+        lock.unlink(missing_ok=True)
+    try:
+        run.path.rmdir()  # only if empty
+        run.path.parent.rmdir()
+    except OSError:
+        pass
 
 
 def newest_checkpoint(path: Path) -> Path:
@@ -144,10 +293,10 @@ def write_run_files(run: RunDir, cfg: Any, world_size: int) -> None:
     A resumed run keeps the original meta.yaml and appends this start to its `resumes` list.
     """
     run.path.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(to_plain(cfg)), run.path / "config.yaml")
+    OmegaConf.save(OmegaConf.create(redact_secrets(to_plain(cfg))), run.path / "config.yaml")
     start = {
         "git_sha": _git_sha(),
-        "command": " ".join(sys.argv),
+        "command": " ".join(redact_command(sys.argv)),
         "host": platform.node(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "world_size": world_size,

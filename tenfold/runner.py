@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import warnings
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -21,11 +22,11 @@ from callbacks.log_lines import LogLinesCallback
 from callbacks.rng_state import RNGStateCallback
 from tenfold.checkpoint_io import AtomicCheckpointIO, atomic_copy, load_weights_only
 from tenfold.config import ExperimentConfig, LoggerKind, to_plain
-from tenfold.errors import ConfigError
+from tenfold.errors import CheckpointError, ConfigError
 from tenfold.export import export_run
-from tenfold.loggers import build_loggers
+from tenfold.loggers import build_loggers, truncate_metrics
 from tenfold.registry import MethodSpec, get_method
-from tenfold.run_dir import RunDir, resolve_run_dir, write_run_files
+from tenfold.run_dir import RunDir, release, resolve_run_dir, write_run_files
 from tenfold.threads import configure_threads
 
 # Lightning 2.6 calls an API that torch 2.14 deprecated, on every batch transfer: noise, not the user's problem.
@@ -35,21 +36,35 @@ warnings.filterwarnings("ignore", message=r"predict returned None if it was on p
 
 
 def run(cfg: Any, validate_only: bool = False) -> dict[str, float]:
+    run_dir = resolve_run_dir(cfg)  # claims the directory: released below, whatever happens
     try:
-        return _run(cfg, validate_only)
+        return _run(cfg, run_dir, validate_only)
     finally:
+        release(run_dir)
         if cfg.logger is LoggerKind.wandb and "wandb" in sys.modules:
             import wandb
 
             wandb.finish()  # Lightning leaves the run open; a later run in this process would log into it
 
 
-def _run(cfg: Any, validate_only: bool) -> dict[str, float]:
+def check_resume_checkpoint(path: Path, method: str) -> dict:
+    """Fail now, in one line, if the checkpoint is unreadable or another method's (mmap: no full read)."""
+    ckpt = load_weights_only(path, mmap=True)
+    config = (ckpt.get("hyper_parameters") or {}).get("config") or {}
+    if config.get("method") not in (None, method):
+        raise CheckpointError(f"{path} is a checkpoint of method '{config['method']}', not of '{method}': "
+                              f"resume a {method} run, or set method={config['method']}")
+    return ckpt
+
+
+def _run(cfg: Any, run_dir: RunDir, validate_only: bool) -> dict[str, float]:
     spec = get_method(cfg.method)
-    run_dir = resolve_run_dir(cfg)
     if run_dir.resume_from is not None:
-        # Fail now, with a clear message, if it is unreadable (mmap: no full read of a large file).
-        load_weights_only(run_dir.resume_from, mmap=True)
+        ckpt = check_resume_checkpoint(run_dir.resume_from, cfg.method)
+        if run_dir.owned and run_dir.resume_from.is_relative_to(run_dir.path):
+            dropped = truncate_metrics(run_dir.path / "metrics.csv", ckpt)
+            if dropped:
+                rank_zero_info(f"metrics.csv: dropped {dropped} row(s) logged after {run_dir.resume_from.name}")
     threads = configure_threads(cfg.threads, getattr(cfg, "trainer", None))
     L.seed_everything(cfg.seed, workers=True)
     if spec.job is not None:

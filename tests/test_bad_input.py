@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import select
 import shutil
+import signal
+import sys
+import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -13,8 +19,6 @@ DEMO = "configs/demo/rdnet.yaml"
 
 
 pytestmark = pytest.mark.usefixtures("in_repo")
-
-
 
 
 def test_missing_config_file(capsys: pytest.CaptureFixture) -> None:
@@ -97,3 +101,136 @@ def test_paper_asr_config_without_cifar100_says_how_to_get_it(tmp_path: Path, ca
 def test_invalid_trainer_setting(override: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     line = error_line(capsys, "--config", DEMO, f"run.root={tmp_path}", override, *TINY)
     assert line.startswith("error: invalid trainer.* setting")
+
+
+# --------------------------------------------------------------------------------------------------
+# Every bad value fails at load time, in a process of its own: exit 2, one `error:` line, no traceback,
+# and no run directory. Each case is train.py's main in a process forked from this one (its own exit code
+# and stderr, without paying ~3 s of imports again); a few also run as `python train.py`.
+
+RDNET, LM, VIT = DEMO, "configs/demo/loraprune_lm.yaml", "configs/demo/loraprune_vit.yaml"
+LENS, EDOF = "configs/demo/deeplens_singlet.yaml", "configs/demo/deeplens_edof.yaml"
+BAD_VALUES = {
+    "lr_negative": (RDNET, ["optim.lr=-0.1"], "optim.lr=-0.1 must be a positive number"),
+    "lr_zero": (RDNET, ["optim.lr=0"], "optim.lr=0.0 must be a positive number"),
+    "batch_zero": (RDNET, ["data.batch_size_per_device=0"], "data.batch_size_per_device=0 must be a positive"),
+    "max_epochs_negative": (RDNET, ["trainer.max_epochs=-1"], "trainer.max_epochs=-1 must be >= 0"),
+    "image_size_zero": (RDNET, ["data.image_size=0"], "data.image_size=0 must be a positive integer"),
+    "optimizer_unknown": (RDNET, ["optim.name=adamx"], "optim.name='adamx' is not a timm optimizer"),
+    "scheduler_unknown": (RDNET, ["optim.scheduler=cosin"], "optim.scheduler='cosin' is not a timm scheduler"),
+    "checkpoint_mode": (RDNET, ["checkpoint.mode=maximum"], "checkpoint.mode='maximum' must be min or max"),
+    "monitor_not_logged": (RDNET, ["checkpoint.monitor=val/acc"], "checkpoint.monitor='val/acc' is not a metric"),
+    "accumulate_zero": (RDNET, ["trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches=0 must be"),
+    "both_checkpoint_triggers": (RDNET, ["checkpoint.every_n_train_steps=10", "checkpoint.every_n_epochs=1"],
+                                 "are alternatives: set only one"),
+    "arch_unknown_key": (RDNET, ["model.arch.growth=3"], "unknown key 'model.arch.growth'"),
+    "rdnet_name_unknown": (RDNET, ["model.name=rdnet_huge"], "model.name"),
+    "run_name_escapes": (RDNET, ["run.name=../../x"], "run.name='../../x' must be one plain directory name"),
+    "resume_auto_without_name": (RDNET, ["resume=auto"], "resume=auto continues the run named by run.name"),
+    "secret_env_interpolation": (RDNET, ["run.group=${oc.env:TENFOLD_TEST_API_KEY}"],
+                                 "interpolates the secret-looking variable TENFOLD_TEST_API_KEY"),
+    "lora_rank_zero": (LM, ["model.lora.rank=0"], "model.lora.rank=0 must be at least 1"),
+    "sparsity_one": (LM, ["model.prune.final_sparsity=1.0"], "model.prune.final_sparsity=1.0 must be in [0, 1)"),
+    "build_unknown_key": (LM, ["model.build.api_key=sk-live-123"], "unknown key 'model.build.api_key'"),
+    "vit_name_unknown": (VIT, ["model.name=vit_nope"], "model.name='vit_nope' is not a timm ViT"),
+    "rays_zero": (LENS, ["data.batch_size_per_device=0"], "data.batch_size_per_device=0 must be a positive"),
+    "patch_size_zero": (EDOF, ["data.patch_size=0"], "data.patch_size=0 must be a positive integer"),
+}
+# Cases that need a file made first: (config, overrides with {tmp}, expected text with {tmp}).
+BAD_FILES = {
+    "empty_corpus": (LM, ["data.source=text", "data.files.train=[{tmp}/empty.txt]",
+                          "data.files.validation=[{tmp}/empty.txt]", "data.files.test=[{tmp}/empty.txt]"],
+                     "data.files.train: {tmp}/empty.txt is empty"),
+    "root_not_a_directory": (RDNET, ["run.root={tmp}/a_file"], "Not a directory ({tmp}/a_file/rdnet)"),
+    "root_not_writable": (RDNET, ["run.root=/proc/tenfold-runs"], "cannot create the run directory"),
+    "checkpoint_of_another_method": (RDNET, ["ckpt_path={tmp}/lens.ckpt"],
+                                     "{tmp}/lens.ckpt is a checkpoint of method 'deeplens', not of 'rdnet'"),
+}
+
+
+REAL_PROCESS = ("lr_zero", "empty_corpus", "checkpoint_of_another_method")  # config, data and resume stage
+ENV = {"TENFOLD_TEST_API_KEY": "sk-live-123", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.fixture(scope="module")
+def bad_cases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[list[str], Path, str]]:
+    """name -> (train.py arguments, the run.root that must stay empty, the expected error text)."""
+    import torch
+
+    from tenfold.cli import load_config
+    from tenfold.registry import get_method
+
+    for config in (RDNET, LM, VIT, LENS, EDOF):  # the forked children inherit these imports
+        get_method(load_config([config], []).method)
+    import tenfold.runner  # noqa: F401
+
+    tmp = tmp_path_factory.mktemp("bad")
+    (tmp / "empty.txt").write_text("\n  \n")
+    (tmp / "a_file").write_text("not a directory")
+    torch.save({"hyper_parameters": {"config": {"method": "deeplens"}}, "state_dict": {}}, tmp / "lens.ckpt")
+    cases = {}
+    files = {name: (config, [o.format(tmp=tmp) for o in overrides], expected.format(tmp=tmp))
+             for name, (config, overrides, expected) in BAD_FILES.items()}
+    for name, (config, overrides, expected) in {**BAD_VALUES, **files}.items():
+        root = tmp / name
+        if not any(o.startswith("run.root=") for o in overrides):
+            overrides = [f"run.root={root}", *overrides]
+        cases[name] = (["--config", config, *overrides, "logger=none"], root, expected)
+    return cases
+
+
+def forked_train(args: list[str], env: dict[str, str], timeout: float = 120) -> tuple[int, str]:
+    """train.py's main in a forked child: (exit code, stderr). The parent has the imports already."""
+    from tenfold.cli import main
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: stderr to the pipe, then exit with main's code, whatever happens
+        code = 1
+        try:
+            os.close(read)
+            os.dup2(write, 2)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+            sys.stdout, sys.stderr = open(1, "w"), open(2, "w")  # noqa: SIM115 (the child exits below)
+            os.environ.pop("TENFOLD_RUN_DIR", None)
+            os.environ.update(env)
+            sys.argv = ["train.py", *args]
+            code = main(args)
+        except BaseException:  # noqa: BLE001 (a traceback is what the test looks for)
+            traceback.print_exc()
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    os.close(write)
+    deadline, chunks, ended = time.monotonic() + timeout, [], False
+    while not ended and (left := deadline - time.monotonic()) > 0 and select.select([read], [], [], left)[0]:
+        chunk = os.read(read, 65536)
+        chunks.append(chunk)
+        ended = not chunk  # EOF: the child is exiting
+    os.close(read)
+    if not ended:
+        os.kill(pid, signal.SIGKILL)
+    status = os.waitpid(pid, 0)[1]
+    return (os.waitstatus_to_exitcode(status) if ended else -9), b"".join(chunks).decode(errors="replace")
+
+
+def _check(code: int, stderr: str, root: Path, expected: str) -> None:
+    errors = [line for line in stderr.strip().splitlines() if line.startswith("error:")]
+    assert code == 2, stderr[-2000:]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr[-2000:]
+    assert expected in errors[0]
+    leftovers = list(root.rglob("*")) if root.exists() else []
+    assert leftovers == [], leftovers  # no run directory, no checkpoint
+
+
+@pytest.mark.parametrize("case", [*BAD_VALUES, *BAD_FILES])
+def test_bad_value_fails_at_load_in_one_line(case: str, bad_cases: dict) -> None:
+    args, root, expected = bad_cases[case]
+    _check(*forked_train(args, ENV), root, expected)
+
+
+@pytest.mark.parametrize("case", REAL_PROCESS)
+def test_bad_value_in_a_real_train_py_process(case: str, bad_cases: dict) -> None:
+    args, root, expected = bad_cases[case]
+    proc = train_subprocess(*args, timeout=300, env=ENV)
+    _check(proc.returncode, proc.stderr, root, expected)

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from tenfold.cli import load_config
 from tenfold.config import LoggerKind, from_plain, to_plain
 from tenfold.errors import ConfigError
+from tenfold.redact import is_secret_name
 
 REPO = Path(__file__).resolve().parents[1]
 ALL_CONFIGS = sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.yaml"))
@@ -31,6 +32,15 @@ def test_every_config_loads_and_validates(path: str) -> None:
         cfg = load_config([path], [])
     assert cfg.method
     assert from_plain(type(cfg), to_plain(cfg)) == cfg  # round-trips through checkpoints' hparams
+    redacted = {k for k in _leaf_keys(to_plain(cfg)) if is_secret_name(k)}
+    assert redacted <= {"model.secret_key"}  # only real secrets are redacted (gan_fingerprint's key)
+
+
+def _leaf_keys(tree: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in tree.items():
+        keys += _leaf_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
+    return keys
 
 
 def test_paper_rdnet_config_holds_the_paper_recipe() -> None:
@@ -99,6 +109,8 @@ def test_missing_config_file() -> None:
 def test_malformed_override() -> None:
     with pytest.raises(ConfigError, match="not of the form key=value"):
         load_config(["configs/demo/rdnet.yaml"], ["trainer.max_steps"])
+    with pytest.raises(ConfigError, match=r"cannot parse the value of 'run.tags=\[\$\{x\}\]'"):
+        load_config(["configs/demo/rdnet.yaml"], ["seed=1", "run.tags=[${x}]"])
 
 
 def test_resolved_config_is_plain_yaml() -> None:

@@ -65,6 +65,40 @@ def test_killed_run_resumes_to_identical_weights(tmp_path: Path) -> None:
     with open(tmp_path / "rdnet" / "killed" / "metrics.csv") as fh:
         val_epochs = {int(row["epoch"]) for row in csv.DictReader(fh) if row.get("val/loss")}
     assert val_epochs == set(range(6))
+    # ... and holds the uninterrupted run's rows, none twice.
+    assert _rows(tmp_path / "rdnet" / "killed" / "metrics.csv") == _rows(tmp_path / "rdnet" / "full" / "metrics.csv")
+
+
+def _rows(metrics_csv: Path) -> list[tuple]:
+    """Each metrics.csv row as (epoch, step, the columns it fills): what a duplicate would repeat."""
+    with open(metrics_csv) as fh:
+        return [(r["epoch"], r["step"], tuple(sorted(k for k, v in r.items() if v and k not in ("epoch", "step"))))
+                for r in csv.DictReader(fh)]
+
+
+@pytest.mark.usefixtures("in_repo")
+def test_resume_after_a_crash_leaves_no_duplicated_metrics_rows(tmp_path: Path) -> None:
+    """Rows the dead run flushed after its last checkpoint are dropped at resume, then logged once again;
+    the rows logged at the checkpoint's own step (the epoch's train/loss, after the save) are kept."""
+    from conftest import TINY, train_cli
+
+    args = ["--config", "configs/demo/rdnet.yaml", f"run.root={tmp_path}", "run.name=r",
+            *[o for o in TINY if not o.startswith("logger=")], "logger=csv", "run.test=false",
+            "export.enabled=false", "trainer.log_every_n_steps=1"]
+    assert train_cli(*args, "trainer.max_epochs=1") == 0
+    metrics = tmp_path / "rdnet" / "r" / "metrics.csv"
+    lines = metrics.read_text().splitlines()
+    # What a run killed in epoch 1 after a flush leaves: epoch 1's first rows, past the checkpoint (step 2).
+    with open(metrics) as fh:
+        first_epoch = [row for row in csv.DictReader(fh) if row["epoch"] == "0" and row["train/loss_step"]]
+    with open(metrics, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=lines[0].split(","))
+        writer.writerows({**row, "epoch": "1", "step": str(int(row["step"]) + 2)} for row in first_epoch)
+    assert train_cli(*args, "trainer.max_epochs=2", "resume=auto") == 0
+    rows = _rows(metrics)
+    assert len(rows) == len(set(rows)), rows
+    assert [r[0] for r in rows if "val/loss" in r[2]] == ["0", "1"]
+    assert [r[0] for r in rows if "train/loss" in r[2]] == ["0", "1"]
 
 
 def test_existing_run_dir_is_not_overwritten(tmp_path: Path) -> None:

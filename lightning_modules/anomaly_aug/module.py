@@ -66,6 +66,7 @@ def overlay(images: Tensor, maps: Tensor) -> Tensor:
 
 @register_method("anomaly_aug", config=AnomalyAugConfig, datamodule=MVTecDataModule)
 class AnomalyAugModule(MethodModule):
+    monitors = ("val/image_auroc*", "val/image_ap", "val/pixel_auroc", "val/pixel_ap", "val/aupro")
     config_class = AnomalyAugConfig
 
     def __init__(self, config: dict, defect_names: list[str] | None = None, category: str | None = None) -> None:

@@ -50,6 +50,7 @@ def _accuracy(num_classes: int) -> MetricCollection:
 
 
 class ImageClassifier(MethodModule, ABC):
+    monitors = ("val/loss", "val/top1", "val/top5")
     def __init__(self, config: dict, class_names: list[str]) -> None:
         super().__init__(config, class_names=list(class_names))
         self.class_names = list(class_names)

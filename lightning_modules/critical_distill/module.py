@@ -51,6 +51,7 @@ INIT, NET, REAL, INNER, MTT_STEP, VAL, EVAL, EXPERT = range(8)
     required_trainer={"max_epochs": 1},
 )
 class CriticalDistillModule(MethodModule):
+    monitors = ("val/loss", "val/acc")
     config_class = CriticalDistillConfig
 
     def __init__(

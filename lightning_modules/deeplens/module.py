@@ -50,6 +50,8 @@ def _callbacks(cfg: DeepLensExperimentConfig) -> list:
     callbacks=_callbacks,
 )
 class LensDesignModule(MethodModule):
+    monitors = ("val/rms_um", "val/rms_worst_um", "val/spot_rms_um", "val/valid_frac", "val/efl_mm",
+                "val/efl_err_pct")
     config_class = DeepLensExperimentConfig
 
     def __init__(self, config: dict) -> None:

@@ -48,6 +48,7 @@ def _image_metrics() -> MetricCollection:
     datamodule=ImagePatchesDataModule,
 )
 class DeepLensEdofModule(MethodModule):
+    monitors = ("val/loss", "val/psnr_*", "val/ssim_*")
     config_class = EdofExperimentConfig
 
     def __init__(self, config: dict) -> None:

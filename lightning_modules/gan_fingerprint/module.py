@@ -68,6 +68,7 @@ class GanModule(MethodModule):
     G's own step. The D optimizer is stepped through its wrapped torch optimizer so that
     `trainer.global_step` counts DCGAN iterations (one per batch), not optimizer calls.
     """
+    monitors = ("val/pixel_fid",)
 
     config_class = GanConfig
 
@@ -134,6 +135,7 @@ class GanModule(MethodModule):
 
 @register_method("gan_fingerprint", config=FingerprintConfig, datamodule=FingerprintDataModule)
 class FingerprintModule(MethodModule):
+    monitors = ("val/loss", "val/acc", "val/r_protected")
     config_class = FingerprintConfig
 
     def __init__(self, config: dict, **data_kwargs: Any) -> None:

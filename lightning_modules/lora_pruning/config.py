@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from lightning_modules.lora_pruning.importance import ImportancePower
 from lightning_modules.lora_pruning.scoring import Criterion
+from tenfold.errors import ConfigError
 
 LLAMA_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -16,6 +17,12 @@ class LoRAConfig:
     alpha: float = 16.0
     dropout: float = 0.05
     targets: list[str] = field(default_factory=lambda: list(LLAMA_LORA_TARGETS))  # every pruned matrix
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ConfigError(f"model.lora.rank={self.rank} must be at least 1")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.lora.dropout={self.dropout} must be in [0, 1)")
 
 
 @dataclass
@@ -34,3 +41,11 @@ class PruneConfig:
     protect_first_layers: int | None = None  # None: floor(10% of layers), as the official code
     protect_last_layer: bool = True
     seed: int = 0  # the random criterion's scores (the same on every rank)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.final_sparsity < 1:
+            raise ConfigError(f"model.prune.final_sparsity={self.final_sparsity} must be in [0, 1)")
+        if not 0 <= self.initial_sparsity <= self.final_sparsity:
+            raise ConfigError(f"model.prune.initial_sparsity={self.initial_sparsity} must be in [0, final_sparsity]")
+        if self.every_n_steps < 1:
+            raise ConfigError(f"model.prune.every_n_steps={self.every_n_steps} must be at least 1")

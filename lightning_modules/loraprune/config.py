@@ -8,7 +8,7 @@ from typing import Any
 
 from datamodules.causal_lm import CausalLMDataConfig
 from lightning_modules.lora_pruning.config import LoRAConfig, PruneConfig
-from tenfold.config import CheckpointConfig, ExperimentConfig, OptimConfig, TrainerConfig
+from tenfold.config import CheckpointConfig, ExperimentConfig, OptimConfig, TrainerConfig, check_kwargs
 
 
 class WeightDtype(enum.StrEnum):
@@ -28,6 +28,11 @@ class LoRAPruneModelConfig:
     dense_warmup_lr: float = 3e-3
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
+
+    def __post_init__(self) -> None:
+        from transformers import LlamaConfig
+
+        check_kwargs("model.build", self.build, LlamaConfig.__init__, taken=("vocab_size",))
 
 
 @dataclass

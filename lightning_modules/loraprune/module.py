@@ -39,6 +39,7 @@ def _callbacks(cfg: LoRAPruneConfig) -> list:
     callbacks=_callbacks,
 )
 class LoRAPruneLM(MethodModule):
+    monitors = ("val/loss", "val/ppl", "val/loss_at_target")
     config_class = LoRAPruneConfig
 
     def __init__(self, config: dict, vocabulary: str | None) -> None:

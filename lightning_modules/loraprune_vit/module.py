@@ -7,6 +7,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+import timm
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
@@ -23,8 +24,8 @@ from lightning_modules.lora_pruning.scoring import Criterion
 from lightning_modules.lora_pruning.slicing import block_keeps, merged_copy, slice_blocks
 from lightning_modules.lora_pruning.warmup import dense_warmup
 from lightning_modules.loraprune_vit.net import build_vit, set_vit_head_counts, vit_layer_shapes
-from tenfold.config import CheckpointConfig, ExperimentConfig
-from tenfold.errors import ExportError
+from tenfold.config import CheckpointConfig, ExperimentConfig, check_kwargs
+from tenfold.errors import ConfigError, ExportError
 from tenfold.registry import register_method
 
 VIT_LORA_TARGETS = ["attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"]  # suffixes: not patch_embed.proj
@@ -39,6 +40,13 @@ class LoRAPruneViTModelConfig(ClassifierConfig):
     dense_warmup_lr: float = 1e-3
     lora: LoRAConfig = field(default_factory=lambda: LoRAConfig(targets=list(VIT_LORA_TARGETS)))
     prune: PruneConfig = field(default_factory=PruneConfig)
+
+    def __post_init__(self) -> None:
+        from timm.models.vision_transformer import VisionTransformer
+
+        if self.name not in timm.list_models(module="vision_transformer"):
+            raise ConfigError(f"model.name={self.name!r} is not a timm ViT (see timm.list_models('vit_*'))")
+        check_kwargs("model.arch", self.arch, VisionTransformer.__init__, taken=("num_classes",))
 
 
 @dataclass
@@ -65,6 +73,7 @@ def _classification_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tens
     callbacks=_callbacks,
 )
 class LoRAPruneViT(ImageClassifier):
+    monitors = ("val/loss", "val/top1", "val/top5", "val/loss_at_target")
     config_class = LoRAPruneViTConfig
 
     def build_net(self, num_classes: int) -> nn.Module:

@@ -38,6 +38,7 @@ from tenfold.registry import register_method
 
 @register_method("mpvr", config=MPVRConfig, datamodule=MPVRDataModule)
 class MPVRModule(MethodModule):
+    monitors = ("val/loss",)
     config_class = MPVRConfig
 
     def __init__(self, config: dict, class_names: list[str]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from datamodules.image_classification import AugmentConfig, ImageClassificationDataConfig
 from lightning_modules.attention_reparam.config import ASRConfig
 from lightning_modules.classification.module import ClassifierConfig, MixupConfig
-from tenfold.config import CheckpointConfig, ExperimentConfig, OptimConfig, TrainerConfig
+from tenfold.config import CheckpointConfig, ExperimentConfig, OptimConfig, TrainerConfig, check_kwargs
 
 
 class RDNetVariant(enum.StrEnum):
@@ -30,6 +30,11 @@ class RDNetModelConfig(ClassifierConfig):
     mixup: MixupConfig = field(
         default_factory=lambda: MixupConfig(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5)
     )
+
+    def __post_init__(self) -> None:
+        from timm.models.rdnet import RDNet
+
+        check_kwargs("model.arch", self.arch, RDNet.__init__, taken=("num_classes", "drop_path_rate", "drop_rate"))
 
 
 @dataclass

@@ -70,6 +70,7 @@ def unlabelled_views(batch: Any) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor
 
 @register_method("ssl_trajectory", config=SSLTrajectoryConfig, datamodule=PoseBenchmarkDataModule)
 class SSLTrajectoryModule(MethodModule):
+    monitors = ("val/*",)  # val/pose_knn, per layer, and the semantic kNN/probe
     config_class = SSLTrajectoryConfig
 
     def __init__(self, config: dict, categories: list[str], ood_categories: list[str], n_poses: int,
