@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import error_line, train_cli, train_subprocess
-from tests.test_mpvr_classifier import TINY_CLIP
+from test_mpvr_classifier import TINY_CLIP
 
 PAPER = "configs/mpvr.yaml"
 DEMO = "configs/demo/mpvr.yaml"
