@@ -39,6 +39,7 @@ def _callbacks(cfg: LoRAPruneConfig) -> list:
 )
 class LoRAPruneLM(MethodModule):
     config_class = LoRAPruneConfig
+    curve_metric = "val/ppl"  # plotted against sparsity (lora_pruning/panels.py)
 
     def __init__(self, config: dict, vocabulary: str | None) -> None:
         super().__init__(config, vocabulary=vocabulary)

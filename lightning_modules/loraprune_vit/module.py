@@ -66,6 +66,7 @@ def _classification_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tens
 )
 class LoRAPruneViT(ImageClassifier):
     config_class = LoRAPruneViTConfig
+    curve_metric = "val/top1"  # plotted against sparsity (lora_pruning/panels.py)
 
     def build_net(self, num_classes: int) -> nn.Module:
         m = self.cfg.model
