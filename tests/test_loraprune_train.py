@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import only_run_dir, train_cli
+from conftest import error_line, only_run_dir, train_cli
 from datamodules.causal_lm import byte_tokenizer
 from lightning_modules.loraprune.pruned_llama import PrunedLlamaForCausalLM, load_hf
 from tenfold.checkpoint_io import load_weights_only
@@ -113,6 +116,91 @@ def test_wandb_panel_sparsity_against_perplexity_per_pruning_round(lm_run: Path)
     assert b"prune/sparsity_vs_val_ppl" in records and b"wandb/line/v0" in records  # the line plot over the table
     (picture,) = media.glob("images/prune/curve_plot_*.png")
     assert len(np.unique(np.asarray(Image.open(picture).convert("L")))) > 8
+
+
+# Run with `python -I` from a temp dir: no cwd or PYTHONPATH on sys.path. The project is pip-installed (editable) in
+# the test venv, so its packages are also blocked: this is a venv with torch and transformers but no tenfold.
+CLEAN_VENV_GENERATE = """
+import importlib.abc, json, sys
+
+class NoProject(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tenfold", "lightning_modules", "datamodules", "callbacks"):
+            raise ModuleNotFoundError(name)
+
+sys.meta_path.insert(0, NoProject())
+try:
+    import tenfold  # noqa: F401
+    sys.exit("tenfold is importable here")
+except ImportError:
+    pass
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+folder, remote = sys.argv[1], sys.argv[2] == "remote"
+model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=remote).eval()
+tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=remote)
+ids = tokenizer("the cat", return_tensors="pt").input_ids
+out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
+                     pad_token_id=tokenizer.pad_token_id)
+print(json.dumps({"class": type(model).__name__, "module": type(model).__module__, "tokens": out[0].tolist()}))
+"""
+
+
+def _generate_without_tenfold(folder: Path, tmp_path: Path, remote: bool) -> dict:
+    script = tmp_path / "generate.py"
+    script.write_text(CLEAN_VENV_GENERATE)
+    env = {"PATH": os.environ.get("PATH", ""), "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-I", str(script), str(folder), "remote" if remote else "stock"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _project_tokens(model: torch.nn.Module) -> list[int]:
+    ids = byte_tokenizer()("the cat", return_tensors="pt").input_ids
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
+                         pad_token_id=byte_tokenizer().pad_token_id)
+    return out[0].tolist()
+
+
+def test_hf_export_loads_with_remote_code_where_tenfold_is_not_installed(lm_run: Path, tmp_path: Path) -> None:
+    folder = lm_run / "export" / "hf"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["auto_map"] == {"AutoConfig": "modeling_pruned_llama.PrunedLlamaConfig",
+                                  "AutoModelForCausalLM": "modeling_pruned_llama.PrunedLlamaForCausalLM"}
+    assert (folder / "modeling_pruned_llama.py").is_file()
+    clean = _generate_without_tenfold(folder, tmp_path, remote=True)
+    assert clean["class"] == "PrunedLlamaForCausalLM" and clean["module"].startswith("transformers_modules.")
+    assert clean["tokens"] == _project_tokens(load_hf(folder))
+    # ...and the same tokens as the masked (unsliced) model of the best checkpoint, which the export came from
+    from lightning_modules.loraprune.module import LoRAPruneLM
+
+    module = LoRAPruneLM.load_from_checkpoint(lm_run / "checkpoints" / "best.ckpt", weights_only=True)
+    assert clean["tokens"] == _project_tokens(module.model.eval())
+
+
+def test_uniform_pruning_exports_a_stock_llama_that_needs_no_remote_code(tmp_path: Path) -> None:
+    replaced = ("logger=", "trainer.max_epochs", "trainer.limit_", "model.prune.total_steps")
+    short = [o for o in SHORT if not o.startswith(replaced)]
+    assert train_cli("--config", DEMO, f"run.root={tmp_path}", *short, "logger=none", "trainer.max_epochs=1",
+                     "trainer.limit_train_batches=4", "trainer.limit_val_batches=1", "trainer.val_check_interval=1.0",
+                     "model.prune.total_steps=4", "model.prune.uniform=true", "run.test=false") == 0
+    folder = only_run_dir(tmp_path, "loraprune") / "export" / "hf"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["model_type"] == "llama"
+    assert "auto_map" not in config and not list(folder.glob("*.py"))
+    assert (config["num_key_value_heads"], config["num_attention_heads"], config["intermediate_size"]) == (2, 4, 128)
+    clean = _generate_without_tenfold(folder, tmp_path, remote=False)
+    assert clean["class"] == "LlamaForCausalLM" and clean["module"].startswith("transformers.")
+    assert clean["tokens"] == _project_tokens(load_hf(folder))
+
+
+def test_uniform_pruning_refuses_protected_layers(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    line = error_line(capsys, "--config", DEMO, f"run.root={tmp_path}", "--validate-only", "logger=none",
+                      "model.prune.uniform=true", "model.prune.protect_last_layer=true")
+    assert "model.prune.uniform=true" in line and "protect_last_layer" in line
 
 
 @pytest.mark.slow
