@@ -23,7 +23,8 @@ DEMO = "configs/demo/loraprune_lm.yaml"
 SHORT = ["logger=csv", "model.dense_warmup_steps=0", "trainer.limit_train_batches=5", "trainer.max_epochs=4",
          "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "trainer.num_sanity_val_steps=0",
          "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "trainer.log_every_n_steps=1",
-         "data.batch_size_per_device=4", "model.prune.every_n_steps=2", "model.prune.total_steps=20"]
+         "data.batch_size_per_device=4", "model.prune.every_n_steps=2", "model.prune.total_steps=20",
+         "trainer.val_check_interval=1.0"]  # validations (and last.ckpt) at epoch ends: resume is bit-exact there
 
 
 def _masks(ckpt: Path) -> dict[str, torch.Tensor]:
@@ -33,8 +34,8 @@ def _masks(ckpt: Path) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def lm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One short LM run with W&B offline: 40 dense warm-up steps (structure for pruning to keep), then 20
-    LoRAPrune steps to 50 % with a validation after every step, the test stage and the export."""
+    """One short LM run with W&B offline: 40 dense warm-up steps (structure for pruning to keep), then 4 epochs of
+    5 LoRAPrune steps to 50 % with a validation after each epoch, the test stage and the export."""
     root = tmp_path_factory.mktemp("lm")
     overrides = [o for o in SHORT if not o.startswith(("logger=", "model.dense_warmup_steps="))]
     with pytest.MonkeyPatch.context() as mp:
@@ -106,10 +107,10 @@ def test_wandb_panel_sparsity_against_perplexity_per_pruning_round(lm_run: Path)
     content = json.loads(table.read_text())
     assert content["columns"] == ["step", "round", "sparsity", "val/ppl"]
     rows = content["data"]
-    assert len(rows) == 20  # a validation after each of the 20 steps
+    assert len(rows) == 4  # a validation after each epoch of 5 steps
     steps, rounds, sparsity, ppl = zip(*rows)
-    assert list(steps) == list(range(1, 21)) and list(rounds) == sorted(rounds) and rounds[-1] >= 5
-    assert list(sparsity) == sorted(sparsity) and sparsity[0] == 0 and sparsity[-1] == 0.5
+    assert list(steps) == [5, 10, 15, 20] and list(rounds) == sorted(rounds) and rounds[-1] >= 5
+    assert list(sparsity) == sorted(sparsity) and 0 < sparsity[0] < sparsity[1] and sparsity[-1] == 0.5
     val_ppl = {int(r["step"]): float(r["val/ppl"]) for r in _rows(lm_run) if r.get("val/ppl")}
     assert [val_ppl[s - 1] for s in steps] == pytest.approx(list(ppl))  # metrics.csv counts steps from 0
     records = next(lm_run.glob("wandb/offline-run-*/run-*.wandb")).read_bytes()  # protobuf: keys appear verbatim
@@ -185,7 +186,7 @@ def test_uniform_pruning_exports_a_stock_llama_that_needs_no_remote_code(tmp_pat
     replaced = ("logger=", "trainer.max_epochs", "trainer.limit_", "model.prune.total_steps")
     short = [o for o in SHORT if not o.startswith(replaced)]
     assert train_cli("--config", DEMO, f"run.root={tmp_path}", *short, "logger=none", "trainer.max_epochs=1",
-                     "trainer.limit_train_batches=4", "trainer.limit_val_batches=1", "trainer.val_check_interval=1.0",
+                     "trainer.limit_train_batches=4", "trainer.limit_val_batches=1",
                      "model.prune.total_steps=4", "model.prune.uniform=true", "run.test=false") == 0
     folder = only_run_dir(tmp_path, "loraprune") / "export" / "hf"
     config = json.loads((folder / "config.json").read_text())
