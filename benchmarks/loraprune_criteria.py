@@ -54,7 +54,8 @@ def run_one(criterion: str, sparsity: float, seed: int, base: Path, root: Path, 
     cmd = [sys.executable, "train.py", "--config", DEMO, f"model.base_path={base}", f"data.vocabulary={base}",
            "model.dense_warmup_steps=0", f"model.prune.criterion={criterion}", f"model.prune.final_sparsity={sparsity}",
            f"model.prune.seed={seed}", f"seed={seed}", f"run.root={root}", f"run.name={name}", "logger=csv",
-           "export.enabled=false", "trainer.enable_progress_bar=false", f"data.cache_dir={root / 'cache'}", *extra]
+           "export.enabled=false", "trainer.enable_progress_bar=false", f"data.cache_dir={root / 'cache'}",
+           "trainer.val_check_interval=1.0", *extra]  # one validation per epoch, as when the table was measured
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{proc.stderr[-2000:]}")

@@ -107,6 +107,20 @@ def only_run_dir(root: Path, method: str = "rdnet") -> Path:
 
 
 @pytest.fixture(scope="session")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One short RDNet demo run with the W&B offline logger, ONNX export and the test stage (tests/test_train.py,
+    tests/test_exports.py)."""
+    root = tmp_path_factory.mktemp("runs")
+    overrides = [o for o in TINY if not o.startswith(("logger=", "export.onnx"))]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_MODE", "offline")
+        mp.delenv("WANDB_API_KEY", raising=False)
+        assert train_cli("--config", "configs/demo/rdnet.yaml", f"run.root={root}", "run.name=r1",
+                         *overrides, "trainer.max_epochs=2") == 0
+    return root / "rdnet" / "r1"
+
+
+@pytest.fixture(scope="session")
 def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny ImageFolder tree (train/val/test x 3 classes x 4 images) of procedurally drawn shapes."""
     root = tmp_path_factory.mktemp("imagefolder")

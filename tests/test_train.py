@@ -52,19 +52,6 @@ def test_demo_config_fast_dev_run_and_predict(config: str, tmp_path: Path, capsy
     assert rows and all(isinstance(row, dict) for row in rows)
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One short demo run with the W&B offline logger, ONNX export and the test stage."""
-    root = tmp_path_factory.mktemp("runs")
-    overrides = [o for o in TINY if not o.startswith(("logger=", "export.onnx"))]
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("WANDB_MODE", "offline")
-        mp.delenv("WANDB_API_KEY", raising=False)
-        assert train_cli("--config", "configs/demo/rdnet.yaml", f"run.root={root}", "run.name=r1",
-                         *overrides, "trainer.max_epochs=2") == 0
-    return root / "rdnet" / "r1"
-
-
 def test_run_dir_layout(finished_run: Path) -> None:
     for name in ("config.yaml", "meta.yaml", "metrics.csv", "checkpoints/last.ckpt", "checkpoints/best.ckpt",
                  "export/model.pt", "export/export_meta.yaml", "export/model.onnx"):

@@ -8,8 +8,9 @@ averaged by DDP, and the scores are averaged once more across ranks before use (
 buffers of the model (in the checkpoint's state dict); the moving averages and the step are the
 callback's state, so a resumed run continues the schedule where it stopped.
 
-The module provides `prunable_model()` (the base model whose submodule paths the blocks name) and
-`blocks` (its list of `PrunableBlock`).
+The module provides `prunable_model()` (the base model whose submodule paths the blocks name),
+`blocks` (its list of `PrunableBlock`) and `curve_metric` (the validation metric the dashboard plots
+against sparsity, `panels.py`: one point per validation, logged at the end of training).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from lightning_modules.lora_pruning.config import PruneConfig
 from lightning_modules.lora_pruning.importance import ema_update, has_nan
 from lightning_modules.lora_pruning.lora_layers import linear_parts
 from lightning_modules.lora_pruning.masks import group_keep, set_group_keep, sparsity_by_block
+from lightning_modules.lora_pruning.panels import log_pruning_curve
 from lightning_modules.lora_pruning.schedule import cubic_sparsity, groups_to_prune, is_pruning_step
 from lightning_modules.lora_pruning.scoring import Criterion, block_scores
 
@@ -42,6 +44,8 @@ class LoRAPruneCallback(L.Callback):
         self.cfg = cfg
         self.ema: dict[str, Tensor] = {}
         self.step = 0  # optimizer steps seen
+        self.rounds = 0  # pruning steps done
+        self.curve: list[list[float]] = []  # (step, rounds, mean sparsity, validation metric) per validation
 
     # ---- the schedule
 
@@ -62,6 +66,7 @@ class LoRAPruneCallback(L.Callback):
         if target > self.cfg.initial_sparsity and is_pruning_step(self.step, total, self.cfg.every_n_steps,
                                                                   self.cfg.cooldown):
             self._prune(model, blocks, target)
+            self.rounds += 1
             sparsity = sparsity_by_block(model, blocks)
             pl_module.log_dict({f"prune/sparsity/{name}": value for name, value in sparsity.items()},
                                on_step=True, on_epoch=False)
@@ -99,11 +104,28 @@ class LoRAPruneCallback(L.Callback):
             for member in block.members:
                 linear_parts(model.get_submodule(member.path)).weight.grad = None
 
+    # ---- the dashboard panel: sparsity vs the validation metric
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(pl_module.curve_metric)
+        if trainer.sanity_checking or not pl_module.blocks or value is None:
+            return
+        sparsity = sparsity_by_block(pl_module.prunable_model(), pl_module.blocks)
+        mean = sum(sparsity.values()) / len(sparsity)
+        self.curve.append([trainer.global_step, self.rounds, round(mean, 6), float(value)])
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            log_pruning_curve(trainer.loggers, self.curve, pl_module.curve_metric, trainer.global_step)
+
     # ---- checkpointing
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "ema": {name: value.clone() for name, value in self.ema.items()}}
+        return {"step": self.step, "ema": {name: value.clone() for name, value in self.ema.items()},
+                "rounds": self.rounds, "curve": [list(row) for row in self.curve]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.step = int(state_dict["step"])
         self.ema = {name: value.clone() for name, value in state_dict["ema"].items()}
+        self.rounds = int(state_dict.get("rounds", 0))
+        self.curve = [list(row) for row in state_dict.get("curve", [])]

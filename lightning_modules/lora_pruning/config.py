@@ -38,8 +38,11 @@ class PruneConfig:
     every_n_steps: int = 10  # prune_freq
     total_steps: int | None = None  # schedule length in optimizer steps; None: the whole run
     ema_decay: float = 0.9
-    protect_first_layers: int | None = None  # None: floor(10% of layers), as the official code
-    protect_last_layer: bool = True
+    protect_first_layers: int | None = None  # None: floor(10% of layers), as the official code (0 if uniform)
+    protect_last_layer: bool | None = None  # None: protected, as the official code (not if uniform)
+    # Prune every layer to the same shape (no protected layers): the LM's HF export is then a stock
+    # LlamaForCausalLM, loadable without remote code.
+    uniform: bool = False
     seed: int = 0  # the random criterion's scores (the same on every rank)
 
     def __post_init__(self) -> None:

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from tenfold.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Member:
@@ -47,6 +49,17 @@ def protected_layers(n_layers: int, first: int | None, last: bool) -> set[int]:
     if last:
         protected.add(n_layers - 1)
     return protected
+
+
+def protected_layers_for(prune: Any, n_layers: int) -> set[int]:
+    """The layers a `PruneConfig` protects; `uniform` protects none, so every layer ends with one shape."""
+    if prune.uniform:
+        if prune.protect_first_layers or prune.protect_last_layer:
+            raise ConfigError("model.prune.uniform=true prunes every layer to the same shape: leave "
+                              "model.prune.protect_first_layers and model.prune.protect_last_layer unset (or 0/false)")
+        return set()
+    last = True if prune.protect_last_layer is None else prune.protect_last_layer
+    return protected_layers(n_layers, prune.protect_first_layers, last)
 
 
 def llama_blocks(config: Any, protected: set[int]) -> list[PrunableBlock]:

@@ -4,7 +4,6 @@ FFN channels; the export is the LoRA-merged, physically sliced model (also saved
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
@@ -14,7 +13,7 @@ from torchmetrics.text import Perplexity
 
 from datamodules.causal_lm import CausalLMDataModule, load_tokenizer
 from lightning_modules.lora_pruning.callbacks import LoRAPruneCallback
-from lightning_modules.lora_pruning.groups import llama_blocks, protected_layers
+from lightning_modules.lora_pruning.groups import llama_blocks, protected_layers_for
 from lightning_modules.lora_pruning.lora_layers import linear_parts, wrap_with_lora
 from lightning_modules.lora_pruning.masks import at_final_sparsity, attach_masks
 from lightning_modules.lora_pruning.scoring import Criterion
@@ -22,7 +21,7 @@ from lightning_modules.lora_pruning.slicing import block_keeps, merged_copy, sli
 from lightning_modules.lora_pruning.warmup import dense_warmup
 from lightning_modules.loraprune.config import LoRAPruneConfig
 from lightning_modules.loraprune.lm import causal_lm_loss, load_or_build_llama
-from lightning_modules.loraprune.pruned_llama import SHAPES_KEY, layer_shapes, pruned_llama_from_sliced
+from lightning_modules.loraprune.pruned_llama import layer_shapes, pruned_llama_from_sliced, save_hf
 from tenfold.errors import ExportError
 from tenfold.method import ExportWriter, MethodModule
 from tenfold.registry import register_method
@@ -41,6 +40,7 @@ def _callbacks(cfg: LoRAPruneConfig) -> list:
 class LoRAPruneLM(MethodModule):
     monitors = ("val/loss", "val/ppl", "val/loss_at_target")
     config_class = LoRAPruneConfig
+    curve_metric = "val/ppl"  # plotted against sparsity (lora_pruning/panels.py)
 
     def __init__(self, config: dict, vocabulary: str | None) -> None:
         super().__init__(config, vocabulary=vocabulary)
@@ -48,9 +48,7 @@ class LoRAPruneLM(MethodModule):
         self.tokenizer = load_tokenizer(vocabulary)
         base = load_or_build_llama(m.base_path, m.build, self.tokenizer, m.dtype)
         self.model = wrap_with_lora(base, m.lora.targets, m.lora.rank, m.lora.alpha, m.lora.dropout, [])
-        n_layers = base.config.num_hidden_layers
-        protected = protected_layers(n_layers, m.prune.protect_first_layers, m.prune.protect_last_layer)
-        self.blocks = llama_blocks(base.config, protected)
+        self.blocks = llama_blocks(base.config, protected_layers_for(m.prune, base.config.num_hidden_layers))
         attach_masks(base, self.blocks)
         if m.prune.criterion is Criterion.grad:
             # The comparison criterion: true dL/dW0 needs W0 gradients (not optimised: see configure_optimizers).
@@ -142,12 +140,9 @@ class LoRAPruneLM(MethodModule):
         base = self.prunable_model()
         shapes = layer_shapes(base.config, self.blocks, block_keeps(base, self.blocks))
         return {"target": "lightning_modules.loraprune.pruned_llama:build_pruned_llama",
-                "kwargs": {"config": {**base.config.to_dict(), SHAPES_KEY: shapes}}}
+                "kwargs": {"config": {**base.config.to_dict(), "layer_shapes": shapes}}}
 
     def export_artifacts(self, model: nn.Module, writer: ExportWriter) -> None:
-        """export/hf/: the sliced model and its tokenizer through `save_pretrained` (loads with `from_pretrained`)."""
-        def save(folder: Path) -> None:
-            model.save_pretrained(folder)
-            self.tokenizer.save_pretrained(folder)
-
-        writer.directory("hf", save, what="transformers")
+        """export/hf/: the sliced model and its tokenizer through `save_pretrained` (pruned_llama.py says which
+        class: a stock LlamaForCausalLM when every layer has one shape, else the modeling file + auto_map)."""
+        writer.directory("hf", lambda folder: save_hf(model, self.tokenizer, folder), what="transformers")

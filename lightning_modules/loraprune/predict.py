@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from lightning_modules.loraprune.pruned_llama import PrunedLlamaForCausalLM
+from lightning_modules.loraprune.pruned_llama import load_hf
 from tenfold.errors import CheckpointError, ConfigError
 
 
@@ -19,7 +19,7 @@ def predict(run_dir: Path, inputs: list[str], options: dict[str, str]) -> Iterat
         raise CheckpointError(f"{folder} holds no exported model: train with export.enabled=true (the default)")
     from transformers import AutoTokenizer
 
-    model = PrunedLlamaForCausalLM.from_pretrained(folder, local_files_only=True).eval()
+    model = load_hf(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     max_new = int(options.get("max_new_tokens", 32))
     for prompt in inputs:

@@ -17,7 +17,7 @@ from datamodules.image_classification import ImageClassificationDataConfig, Imag
 from lightning_modules.classification.module import ClassifierConfig, ImageClassifier
 from lightning_modules.lora_pruning.callbacks import LoRAPruneCallback
 from lightning_modules.lora_pruning.config import LoRAConfig, PruneConfig
-from lightning_modules.lora_pruning.groups import protected_layers, vit_blocks
+from lightning_modules.lora_pruning.groups import protected_layers_for, vit_blocks
 from lightning_modules.lora_pruning.lora_layers import linear_parts, wrap_with_lora
 from lightning_modules.lora_pruning.masks import at_final_sparsity, attach_masks
 from lightning_modules.lora_pruning.scoring import Criterion
@@ -75,14 +75,13 @@ def _classification_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tens
 class LoRAPruneViT(ImageClassifier):
     monitors = ("val/loss", "val/top1", "val/top5", "val/loss_at_target")
     config_class = LoRAPruneViTConfig
+    curve_metric = "val/top1"  # plotted against sparsity (lora_pruning/panels.py)
 
     def build_net(self, num_classes: int) -> nn.Module:
         m = self.cfg.model
         base = build_vit(m.name, num_classes, dict(m.arch), m.pretrained_file)
         net = wrap_with_lora(base, m.lora.targets, m.lora.rank, m.lora.alpha, m.lora.dropout, ["head"])
-        prune = m.prune
-        self.blocks = vit_blocks(base, protected_layers(len(base.blocks), prune.protect_first_layers,
-                                                        prune.protect_last_layer))
+        self.blocks = vit_blocks(base, protected_layers_for(m.prune, len(base.blocks)))
         attach_masks(base, self.blocks)
         return net
 
