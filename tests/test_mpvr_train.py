@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_mpvr_classifier import TINY_CLIP
 
 from conftest import error_line, train_cli, train_subprocess
-from test_mpvr_classifier import TINY_CLIP
 
 PAPER = "configs/mpvr.yaml"
 DEMO = "configs/demo/mpvr.yaml"
