@@ -21,8 +21,17 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(REPO)
         mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
-        assert train_cli("--config", "configs/demo/gan_fingerprint.yaml", f"run.root={root}", "logger=csv",
-                         "export.onnx=false", "trainer.enable_progress_bar=false") == 0
+        assert (
+            train_cli(
+                "--config",
+                "configs/demo/gan_fingerprint.yaml",
+                f"run.root={root}",
+                "logger=csv",
+                "export.onnx=false",
+                "trainer.enable_progress_bar=false",
+            )
+            == 0
+        )
     return only_run_dir(root, "gan_fingerprint")
 
 
@@ -45,8 +54,9 @@ def test_demo_registration_verifies_and_binds_the_export(demo_run: Path) -> None
     model, _ = load_export(export)
     registration = json.loads((export / "registration.json").read_text())
     fp = load_weights_only(export / "fingerprints.pt")
-    reg = commitment.Commitment(registration["digest"], registration["generator_hash"], registration["nonce"],
-                                registration["timestamp"])
+    reg = commitment.Commitment(
+        registration["digest"], registration["generator_hash"], registration["nonce"], registration["timestamp"]
+    )
     commitment.check_commitment(reg, fp["x"], fp["y"], model)
     y = fp["y"].clone()
     y[0] = (y[0] + 1) % 10
@@ -62,11 +72,24 @@ def test_dashboards_get_fingerprints_attack_curves_and_r_per_suspect(tmp_path: P
 
     monkeypatch.chdir(REPO)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    assert train_cli("--config", "configs/demo/gan_fingerprint.yaml", f"run.root={tmp_path}", "logger=tensorboard",
-                     "export.enabled=false", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-                     "trainer.enable_progress_bar=false", "trainer.num_sanity_val_steps=0",
-                     "data.population.iterations=20", "data.population.classifier_epochs=1",
-                     "model.attack.finetune_iterations=5", "model.embed.surrogate_finetune_iterations=5") == 0
+    assert (
+        train_cli(
+            "--config",
+            "configs/demo/gan_fingerprint.yaml",
+            f"run.root={tmp_path}",
+            "logger=tensorboard",
+            "export.enabled=false",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2",
+            "trainer.enable_progress_bar=false",
+            "trainer.num_sanity_val_steps=0",
+            "data.population.iterations=20",
+            "data.population.classifier_epochs=1",
+            "model.attack.finetune_iterations=5",
+            "model.embed.surrogate_finetune_iterations=5",
+        )
+        == 0
+    )
     events = EventAccumulator(str(only_run_dir(tmp_path, "gan_fingerprint") / "tensorboard")).Reload()
     assert {"fingerprints/G(x_i)", "test/attack_curves"} <= set(events.Tags()["images"])
     assert {"test/tau", "test/r/protected", "test/r/independent_s4", "test/auc"} <= set(events.Tags()["scalars"])

@@ -24,8 +24,9 @@ class DCGANConfig:
 
 def _gan_optim() -> OptimConfig:
     # DCGAN: Adam 2e-4, betas (0.5, 0.999), no decay, constant LR, for both G and D.
-    return OptimConfig(name="adam", lr=2e-4, betas=[0.5, 0.999], weight_decay=0.0, no_weight_decay_1d=False,
-                       scheduler="none")
+    return OptimConfig(
+        name="adam", lr=2e-4, betas=[0.5, 0.999], weight_decay=0.0, no_weight_decay_1d=False, scheduler="none"
+    )
 
 
 @dataclass
