@@ -121,19 +121,28 @@ def test_i2i_embedding_marks_c_and_leaves_g_bit_identical(i2i: dict) -> None:
 
 
 def _verify(tmp_path: Path, *overrides: str) -> list[str]:
-    return ["--config", "configs/gan_fingerprint_verify.yaml", f"run.root={tmp_path}", "logger=csv", *overrides]
+    return ["--config", "configs/gan_fingerprint_verify.yaml", f"run.root={tmp_path}", "logger=none", *overrides]
 
 
-def test_verify_job_decides_each_suspect(i2i: dict, tmp_path: Path, in_repo: None) -> None:
+def test_verify_job_decides_each_suspect_and_logs_its_panels(i2i: dict, tmp_path: Path, in_repo: None) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     suspects = f"data.suspects=[{i2i['suspects']['protected']},{i2i['suspects']['independent']}]"
-    assert train_cli(*_verify(tmp_path, f"data.evidence={i2i['evidence']}", suspects, "model.p0=0.1")) == 0
-    report = json.loads((only_run_dir(tmp_path, "gan_fingerprint_verify") / "verify.json").read_text())
+    args = _verify(tmp_path, f"data.evidence={i2i['evidence']}", suspects, "model.p0=0.1", "logger=tensorboard")
+    assert train_cli(*args) == 0
+    run = only_run_dir(tmp_path, "gan_fingerprint_verify")
+    report = json.loads((run / "verify.json").read_text())
     rows = {row["name"]: row for row in report["suspects"]}
     k = verification.binomial_threshold(N, 0.1, 1e-6)
     assert report["threshold_matches"] == k and report["tau"] == k / N
     assert rows["protected"]["derived"] and rows["protected"]["r"] >= 0.9 and rows["protected"]["p_value"] < 1e-6
     assert not rows["independent_s7"]["derived"] and rows["independent_s7"]["r"] < report["tau"]
     assert rows["independent_s7"]["p_value"] > 1e-6
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    assert {"verify/r_by_suspect", "verify/answers/protected", "verify/answers/independent_s7"} <= set(
+        events.Tags()["images"]
+    )
+    assert {"verify/tau", "verify/r/protected", "verify/p_value/independent_s7"} <= set(events.Tags()["scalars"])
 
 
 def test_verify_job_estimates_p0_from_independents(i2i: dict, tmp_path: Path, in_repo: None) -> None:
