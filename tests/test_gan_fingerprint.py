@@ -16,7 +16,7 @@ from lightning_modules.gan_fingerprint import attacks, commitment, fingerprints,
 from lightning_modules.gan_fingerprint.classifier import DigitClassifier, accuracy, train_classifier
 from lightning_modules.gan_fingerprint.errors import VerificationError
 from lightning_modules.gan_fingerprint.gan import Generator
-from lightning_modules.gan_fingerprint.hook import GeneratorHook, InputKind
+from lightning_modules.gan_fingerprint.hook import Composite, GeneratorHook, InputKind
 from tenfold.errors import ConfigError
 
 DEMO = "configs/demo/gan_fingerprint.yaml"
@@ -125,6 +125,9 @@ def test_generator_hook_layouts_eval_mode_shape_and_nan() -> None:
     assert torch.equal(flat(z[:, :, None, None]), z.view(3, 1, 8, 8))  # (B, d, 1, 1) -> (B, d)
     assert GeneratorHook(_SpatialGenerator(), (1, 8, 8), InputKind.latent_spatial)(z).shape == (3, 1, 8, 8)
     g = Generator(64, 8).train()
+    c = DigitClassifier(10, 4, 8).eval()
+    assert torch.equal(Composite(c, g.eval())(z), c(g(z)))  # F = C o G
+    g.train()
     with pytest.warns(UserWarning, match="train mode"):
         GeneratorHook(g, (1, 8, 8))(z)
     assert not g.training
@@ -147,7 +150,7 @@ def test_fingerprint_set_is_a_pure_function_of_the_key() -> None:
     assert not torch.equal(x1, x3)
     natural, _ = fingerprints.natural_labels(c, g(x1))
     assert (y1 != natural).all()
-    with pytest.raises(ConfigError, match="model.key is empty"):
+    with pytest.raises(ConfigError, match="model.secret_key is empty"):
         fingerprints.key_generator("", "x")
 
 

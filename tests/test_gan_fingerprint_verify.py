@@ -160,14 +160,19 @@ def test_verify_job_estimates_p0_from_independents(i2i: dict, tmp_path: Path, in
     assert report["suspects"][0]["derived"]
 
 
-def _tampered(i2i: dict, tmp_path: Path) -> Path:
-    evidence = tmp_path / "tampered"
+def _altered(i2i: dict, tmp_path: Path, case: str) -> Path:
+    """A copy of the evidence with one label changed (tampered) or the registered class count changed."""
+    evidence = tmp_path / case
     evidence.mkdir()
-    for name in ("model.pt", "export_meta.yaml", "registration.json"):
+    for name in ("model.pt", "export_meta.yaml", "registration.json", "fingerprints.pt"):
         (evidence / name).write_bytes((i2i["evidence"] / name).read_bytes())
-    y = i2i["y"].clone()
-    y[0] = (y[0] + 1) % 10
-    torch.save({"x": i2i["x"], "y": y}, evidence / "fingerprints.pt")
+    if case == "tampered":
+        y = i2i["y"].clone()
+        y[0] = (y[0] + 1) % 10
+        torch.save({"x": i2i["x"], "y": y}, evidence / "fingerprints.pt")
+    else:
+        record = json.loads((evidence / "registration.json").read_text())
+        (evidence / "registration.json").write_text(json.dumps({**record, "num_classes": 5}))
     return evidence
 
 
@@ -187,6 +192,7 @@ class _NaN(nn.Module):
         ("no_evidence", "data.evidence is not set"),
         ("no_suspects", "data.suspects is empty"),
         ("tampered", "commitment mismatch"),
+        ("class_count", "has 10 classes, the registration says 5"),
         ("shape", "outputs of shape (1, 16, 16), but the registration expects (1, 8, 8)"),
         ("nan", "outputs contain NaN or Inf"),
         ("not_a_model", "neither a tenfold export folder"),
@@ -201,8 +207,8 @@ def test_verify_job_bad_inputs_one_line(
     suspect = i2i["suspects"]["protected"]
     evidence = i2i["evidence"]
     extra = ["model.p0=0.1"]
-    if case == "tampered":
-        evidence = _tampered(i2i, tmp_path)
+    if case in ("tampered", "class_count"):
+        evidence = _altered(i2i, tmp_path, case)
     elif case == "shape":
         suspect = _program(_Wide(), x, tmp_path / "wide.pt2")
     elif case == "nan":

@@ -38,6 +38,15 @@ class DigitClassifier(nn.Module):
         return self.head(self.embed(x))
 
 
+@torch.no_grad()
+def init_fine_head(model: DigitClassifier) -> None:
+    """Start the 2K-class head as two copies of the trained K-class head [R]: it then begins at "class u, source
+    undecided" (loss ln 2) instead of a random 2K-way guess (ln 2K), whose large first gradients through the
+    shared embedding cost C0's clean accuracy before any fingerprint is learned."""
+    model.fine_head.weight.copy_(torch.cat([model.head.weight, model.head.weight]))
+    model.fine_head.bias.copy_(torch.cat([model.head.bias, model.head.bias]))
+
+
 def build_classifier(
     num_classes: int = 10, width: int = 64, embed_dim: int = 256, fine_classes: int = 0
 ) -> DigitClassifier:

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
 from lightning_modules.gan_fingerprint.commitment import tensor_bytes
+from lightning_modules.gan_fingerprint.hook import Composite
 from tenfold.errors import ConfigError
 
 
@@ -74,11 +75,11 @@ class PGDSettings:
     candidates_per_fingerprint: int = 4
 
 
-def pgd_latent(generator: nn.Module, classifier: nn.Module, x0: Tensor, target: Tensor, s: PGDSettings) -> Tensor:
-    """Signed-gradient PGD on delta in the L_inf ball; returns x0 + delta (no gradient to G or C)."""
+def pgd_latent(composite: nn.Module, x0: Tensor, target: Tensor, s: PGDSettings) -> Tensor:
+    """Signed-gradient PGD on delta in the L_inf ball against F = C o G; returns x0 + delta (no weight moves)."""
     delta = torch.zeros_like(x0, requires_grad=True)
     for _ in range(s.steps):
-        logits = classifier(generator(x0 + delta))
+        logits = composite(x0 + delta)
         loss = F.cross_entropy(logits, target, reduction="sum") + s.l2_weight * delta.pow(2).sum()
         (grad,) = torch.autograd.grad(loss, delta)
         with torch.no_grad():
@@ -97,9 +98,10 @@ def cfp_ae(
     target = shifted_labels(natural, num_classes, rng)
     keep = conf >= s.confidence
     x0, natural, target = x0[keep], natural[keep], target[keep]
-    x = pgd_latent(generator, classifier, x0, target, s)
+    composite = Composite(classifier, generator)
+    x = pgd_latent(composite, x0, target, s)
     with torch.no_grad():
-        hit = classifier(generator(x)).argmax(1) == target
+        hit = composite(x).argmax(1) == target
     if int(hit.sum()) < n:
         raise ConfigError(
             f"CFP-AE found only {int(hit.sum())} of the {n} fingerprints asked for "

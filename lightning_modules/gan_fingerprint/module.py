@@ -266,7 +266,14 @@ class FingerprintModule(MethodModule):
 
     def on_validation_epoch_end(self) -> None:
         # Every rank holds G, X and Y: the same number everywhere, no collective needed.
-        self.log("val/r_protected", self._match_rate(self._population.protected.to(self.device)), sync_dist=True)
+        r = self._match_rate(self._population.protected.to(self.device))
+        self.log("val/r_protected", r, sync_dist=True)
+        # Early stopping on clean accuracy [R]: the checkpoint kept (and tested, exported) is the one of best
+        # validation accuracy among those whose fingerprint is in (r >= model.embed.select_min_r); ties go to
+        # the later epoch, whose fingerprint has been reinforced longer.
+        acc = float(self.val_acc.compute())  # synced over ranks; Lightning logs the same value
+        select = acc + 1e-4 * self.current_epoch - (0.0 if r >= self.cfg.model.embed.select_min_r else 1.0)
+        self.log("val/select", select, sync_dist=True)
 
     # ---- test = verification over the suspect population
 

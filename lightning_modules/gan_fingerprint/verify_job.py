@@ -98,6 +98,13 @@ def load_evidence(data: VerifyData) -> Evidence:
         registration["digest"], registration["generator_hash"], registration["nonce"], registration["timestamp"]
     )
     commitment.check_commitment(lodged, fp["x"], fp["y"], classifier)
+    with torch.no_grad():
+        classes = classifier.eval()(torch.zeros(1, *registration["output_shape"])).shape[1]
+    if classes != registration["num_classes"]:
+        raise VerificationError(
+            f"the classifier in {folder} has {classes} classes, the registration says {registration['num_classes']}: "
+            "not the registered classifier"
+        )
     return Evidence(fp["x"], fp["y"], classifier.eval(), registration)
 
 
