@@ -31,7 +31,7 @@ def verify_batched(hook: GeneratorHook, c: DigitClassifier, x: torch.Tensor, y: 
 
 @torch.no_grad()
 def verify_one_at_a_time(hook: GeneratorHook, c: DigitClassifier, x: torch.Tensor, y: torch.Tensor) -> int:
-    return sum(verification.match_count(c, hook(x[i:i + 1]), y[i:i + 1]) for i in range(len(x)))
+    return sum(verification.match_count(c, hook(x[i : i + 1]), y[i : i + 1]) for i in range(len(x)))
 
 
 def embedding_epoch(c: DigitClassifier, fixed: fingerprints.EmbeddingBatch, v2: bool) -> float:
@@ -40,8 +40,16 @@ def embedding_epoch(c: DigitClassifier, fixed: fingerprints.EmbeddingBatch, v2: 
     rng = torch.Generator().manual_seed(0)
     start = time.perf_counter()
     for i in range(0, len(train_x) - 63, 64):
-        terms = fingerprints.embedding_loss(c, train_x[i:i + 64], train_y[i:i + 64], fixed, fingerprints.LossWeights(),
-                                            fingerprints.AugmentSettings(), rng, v2)
+        terms = fingerprints.embedding_loss(
+            c,
+            train_x[i : i + 64],
+            train_y[i : i + 64],
+            fixed,
+            fingerprints.LossWeights(),
+            fingerprints.AugmentSettings(),
+            rng,
+            v2,
+        )
         opt.zero_grad()
         sum(terms.values()).backward()
         opt.step()

@@ -100,15 +100,20 @@ class FingerprintDataConfig:
 def check_seed_sets(p: PopulationConfig) -> None:
     """Reference generators shape C* during embedding; reusing one as an 'independent' would make the
     false-positive side look better than it is (digest section 10)."""
-    roles = {"protected_seed": {p.protected_seed}, "reference_seeds": set(p.reference_seeds),
-             "independent_seeds": set(p.independent_seeds) | {p.other_width_seed}}
+    roles = {
+        "protected_seed": {p.protected_seed},
+        "reference_seeds": set(p.reference_seeds),
+        "independent_seeds": set(p.independent_seeds) | {p.other_width_seed},
+    }
     names = list(roles)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             shared = roles[a] & roles[b]
             if shared:
-                raise ConfigError(f"data.population: seed(s) {sorted(shared)} appear in both {a} and {b} "
-                                  "(independent_seeds includes other_width_seed); the seed sets must be disjoint")
+                raise ConfigError(
+                    f"data.population: seed(s) {sorted(shared)} appear in both {a} and {b} "
+                    "(independent_seeds includes other_width_seed); the seed sets must be disjoint"
+                )
     if len(p.independent_seeds) + 1 < 2:
         raise ConfigError("data.population.independent_seeds: at least one held-out independent seed is needed")
 
@@ -140,13 +145,19 @@ class FingerprintDataModule(SplitDataModule):
         cfg = self.cfg
         if cfg.source is DataSource.i2i:
             if not cfg.root or not Path(cfg.root).is_dir():
-                raise DataError(f"data.source=i2i needs data.root (now {cfg.root}): set data.root=/path/to/the task's "
-                                "input images (attribute editing, domain translation or super-resolution)")
+                raise DataError(
+                    f"data.source=i2i needs data.root (now {cfg.root}): set data.root=/path/to/the task's "
+                    "input images (attribute editing, domain translation or super-resolution)"
+                )
             if not cfg.protected_generator or not Path(cfg.protected_generator).is_file():
-                raise DataError(f"data.source=i2i needs data.protected_generator (now {cfg.protected_generator}): "
-                                "set it to the owner's image-to-image generator file")
-            raise ConfigError("data.source=i2i: the image-to-image pipeline is not part of this reconstruction "
-                              "(only the generator hook accepts image inputs); use data.source=digits")
+                raise DataError(
+                    f"data.source=i2i needs data.protected_generator (now {cfg.protected_generator}): "
+                    "set it to the owner's image-to-image generator file"
+                )
+            raise ConfigError(
+                "data.source=i2i: the image-to-image pipeline is not part of this reconstruction "
+                "(only the generator hook accepts image inputs); use data.source=digits"
+            )
         check_seed_sets(cfg.population)
 
     @property
@@ -161,16 +172,18 @@ class FingerprintDataModule(SplitDataModule):
         from lightning_modules.gan_fingerprint.population import build_population
 
         # Local rank 0 trains what the cache lacks; the other ranks then read it in setup().
-        build_population(self.cfg.population, digit_tensors(self.cfg.digits_split_seed)["train"], self.cache_dir,
-                         smoke=self._smoke())
+        build_population(
+            self.cfg.population, digit_tensors(self.cfg.digits_split_seed)["train"], self.cache_dir, smoke=self._smoke()
+        )
 
     def setup(self, stage: str) -> None:
         from lightning_modules.gan_fingerprint.population import build_population
 
         data = digit_tensors(self.cfg.digits_split_seed)
         if self.population is None:
-            self.population = build_population(self.cfg.population, data["train"], self.cache_dir,
-                                               smoke=self._smoke(), train_missing=False)
+            self.population = build_population(
+                self.cfg.population, data["train"], self.cache_dir, smoke=self._smoke(), train_missing=False
+            )
         self.train_set, self.val_set = TensorDataset(*data["train"]), TensorDataset(*data["val"])
 
     def test_dataloader(self) -> Any:
@@ -183,5 +196,6 @@ class FingerprintDataModule(SplitDataModule):
         return digit_tensors(self.cfg.digits_split_seed)["val"][0][:n]
 
     def export_meta(self) -> ExportMeta:
-        return ExportMeta(input_size=[1, 8, 8], class_names=[str(d) for d in range(10)],
-                          extra={"input_range": [-1.0, 1.0]})
+        return ExportMeta(
+            input_size=[1, 8, 8], class_names=[str(d) for d in range(10)], extra={"input_range": [-1.0, 1.0]}
+        )

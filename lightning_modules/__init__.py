@@ -43,6 +43,8 @@ METHODS: dict[str, M] = {
                          "Fingerprinting GANs (arXiv 2106.11760): CFP-AE/iBDv1/v2 on C o G, commitment, verification"),
     "gan_fingerprint_gan": M("lightning_modules.gan_fingerprint.module",
                              "Fingerprinting GANs (arXiv 2106.11760): the DCGAN the fingerprints protect"),
+    "gan_fingerprint_verify": M("lightning_modules.gan_fingerprint.verify_job",
+                                "Fingerprinting GANs (arXiv 2106.11760): the verifier's check of suspects (job)"),
     "mpvr": M("lightning_modules.mpvr.module",
               "MPVR (arXiv 2403.11755): zero-shot CLIP with LLM meta-prompted descriptions (S-/DS-TEMP baselines)",
               extra="mpvr"),

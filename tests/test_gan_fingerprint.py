@@ -16,7 +16,7 @@ from lightning_modules.gan_fingerprint import attacks, commitment, fingerprints,
 from lightning_modules.gan_fingerprint.classifier import DigitClassifier, accuracy, train_classifier
 from lightning_modules.gan_fingerprint.errors import VerificationError
 from lightning_modules.gan_fingerprint.gan import Generator
-from lightning_modules.gan_fingerprint.hook import GeneratorHook, InputKind
+from lightning_modules.gan_fingerprint.hook import Composite, GeneratorHook, InputKind
 from tenfold.errors import ConfigError
 
 DEMO = "configs/demo/gan_fingerprint.yaml"
@@ -26,8 +26,12 @@ DEMO = "configs/demo/gan_fingerprint.yaml"
 
 
 def test_binomial_threshold_table_of_the_digest_exactly() -> None:
-    table = {20: [0.55, 0.60, 0.75, 1.00], 50: [0.36, 0.38, 0.52, 0.84], 100: [0.28, 0.29, 0.42, 0.74],
-             200: [0.22, 0.235, 0.35, 0.67]}
+    table = {
+        20: [0.55, 0.60, 0.75, 1.00],
+        50: [0.36, 0.38, 0.52, 0.84],
+        100: [0.28, 0.29, 0.42, 0.74],
+        200: [0.22, 0.235, 0.35, 0.67],
+    }
     for n, row in table.items():
         got = [verification.binomial_threshold(n, p0, 1e-6) for p0 in (0.10, 0.111, 0.20, 0.50)]
         assert got == [round(tau * n) for tau in row], n
@@ -72,8 +76,10 @@ def test_commitment_changes_on_any_one_bit_flip_and_detects_tampering() -> None:
     x, y = torch.randn(5, 4), torch.tensor([1, 2, 3, 4, 5])
     c, g = DigitClassifier(10, 4, 8), Generator(4, 4)
     base = commitment.commit(x, y, c, g, nonce="ab", timestamp="2026-01-01T00:00:00Z")
-    assert commitment.commit(x.clone(), y.clone(), copy.deepcopy(c), copy.deepcopy(g), "ab",
-                             "2026-01-01T00:00:00Z") == base
+    assert (
+        commitment.commit(x.clone(), y.clone(), copy.deepcopy(c), copy.deepcopy(g), "ab", "2026-01-01T00:00:00Z")
+        == base
+    )
     digests = set()
     digests.add(commitment.commit(_flip_bit(x), y, c, g, "ab", base.timestamp).digest)
     digests.add(commitment.commit(x, _flip_bit(y), c, g, "ab", base.timestamp).digest)
@@ -119,6 +125,9 @@ def test_generator_hook_layouts_eval_mode_shape_and_nan() -> None:
     assert torch.equal(flat(z[:, :, None, None]), z.view(3, 1, 8, 8))  # (B, d, 1, 1) -> (B, d)
     assert GeneratorHook(_SpatialGenerator(), (1, 8, 8), InputKind.latent_spatial)(z).shape == (3, 1, 8, 8)
     g = Generator(64, 8).train()
+    c = DigitClassifier(10, 4, 8).eval()
+    assert torch.equal(Composite(c, g.eval())(z), c(g(z)))  # F = C o G
+    g.train()
     with pytest.warns(UserWarning, match="train mode"):
         GeneratorHook(g, (1, 8, 8))(z)
     assert not g.training
@@ -141,7 +150,7 @@ def test_fingerprint_set_is_a_pure_function_of_the_key() -> None:
     assert not torch.equal(x1, x3)
     natural, _ = fingerprints.natural_labels(c, g(x1))
     assert (y1 != natural).all()
-    with pytest.raises(ConfigError, match="model.key is empty"):
+    with pytest.raises(ConfigError, match="model.secret_key is empty"):
         fingerprints.key_generator("", "x")
 
 
@@ -168,9 +177,14 @@ def tiny() -> dict:
     torch.manual_seed(0)
     train_x, train_y = digit_tensors(0)["train"]
     c0 = train_classifier(train_x, train_y, seed=100, epochs=8, width=32, lr=3e-3)
-    return {"g": DigitMixer(train_x[:40], 16, 0), "ref": DigitMixer(train_x[40:80], 16, 1),
-            "ind": DigitMixer(train_x[80:120], 16, 4), "c0": c0, "train": (train_x, train_y),
-            "val": digit_tensors(0)["val"]}
+    return {
+        "g": DigitMixer(train_x[:40], 16, 0),
+        "ref": DigitMixer(train_x[40:80], 16, 1),
+        "ind": DigitMixer(train_x[80:120], 16, 4),
+        "c0": c0,
+        "train": (train_x, train_y),
+        "val": digit_tensors(0)["val"],
+    }
 
 
 def _rate(c: nn.Module, g: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -205,8 +219,16 @@ def test_ibd_embedding_implants_the_fingerprint_and_leaves_g_bit_identical(tiny:
     train_x, train_y = tiny["train"]
     for step in range(200):
         i = torch.randint(len(train_x), (64,), generator=rng)
-        terms = fingerprints.embedding_loss(c, train_x[i], train_y[i], fixed, fingerprints.LossWeights(),
-                                            fingerprints.AugmentSettings(), rng, v2=step % 2 == 0)
+        terms = fingerprints.embedding_loss(
+            c,
+            train_x[i],
+            train_y[i],
+            fixed,
+            fingerprints.LossWeights(),
+            fingerprints.AugmentSettings(),
+            rng,
+            v2=step % 2 == 0,
+        )
         opt.zero_grad()
         sum(terms.values()).backward()
         opt.step()
@@ -233,8 +255,12 @@ def test_magnitude_pruning_zeroes_the_fraction_asked_and_copies(tiny: dict) -> N
 
 def test_output_perturbations_keep_shape_and_range() -> None:
     images = torch.rand(4, 1, 8, 8) * 2 - 1
-    for kind, strength in ((attacks.OutputPerturbation.noise, 0.1), (attacks.OutputPerturbation.blur, 3),
-                           (attacks.OutputPerturbation.jpeg, 75), (attacks.OutputPerturbation.quantise, 8)):
+    for kind, strength in (
+        (attacks.OutputPerturbation.noise, 0.1),
+        (attacks.OutputPerturbation.blur, 3),
+        (attacks.OutputPerturbation.jpeg, 75),
+        (attacks.OutputPerturbation.quantise, 8),
+    ):
         out = attacks.perturb(images, kind, strength)
         assert out.shape == images.shape and out.min() >= -1 and out.max() <= 1
     assert len(torch.unique(attacks.perturb(images, attacks.OutputPerturbation.quantise, 4))) <= 4
@@ -259,11 +285,14 @@ def _error_line(capsys: pytest.CaptureFixture, *args: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize(("overrides", "expected"), [
-    (["model.num_fingerprints=10", "model.verify.p0=0.5"], "use N >= 20"),
-    (["model.verify.p0=1.2"], "p0=1.2 must lie strictly between 0 and 1"),
-    (["data.population.independent_seeds=[1,5,6]"], "appear in both reference_seeds and independent_seeds"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["model.num_fingerprints=10", "model.verify.p0=0.5"], "use N >= 20"),
+        (["model.verify.p0=1.2"], "p0=1.2 must lie strictly between 0 and 1"),
+        (["data.population.independent_seeds=[1,5,6]"], "appear in both reference_seeds and independent_seeds"),
+    ],
+)
 def test_bad_inputs_one_line(overrides: list, expected: str, tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.chdir(REPO)
     line = _error_line(capsys, "--config", DEMO, f"run.root={tmp_path}", "logger=none", *overrides)

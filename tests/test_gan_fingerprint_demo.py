@@ -1,5 +1,7 @@
-"""The demo's gates (slow: it trains the 8-generator population once into a temp cache, then embeds,
-verifies 31 suspects and exports). Numbers are read from the run's verification.json and export."""
+"""The demo's gates (slow). One demo run serves every test here: it trains the 8-generator population into
+the session's cache (a DDP demo run in the same session, tests/test_ddp.py, reuses it, and so does this one
+if that ran first), embeds, verifies 31 suspects, exports, and logs to TensorBoard. The numbers are read
+from its verification.json, export and event files; the verifier's job is then run on its evidence."""
 
 from __future__ import annotations
 
@@ -10,19 +12,24 @@ import pytest
 import torch
 
 from conftest import REPO, only_run_dir, train_cli
-from lightning_modules.gan_fingerprint import commitment
+from datamodules.gan_fingerprint import digit_tensors
+from lightning_modules.gan_fingerprint import attacks, commitment
+from lightning_modules.gan_fingerprint.population import build_population
 from tenfold.checkpoint_io import load_weights_only
+from tenfold.cli import load_config
 from tenfold.export import load_export
+
+DEMO = "configs/demo/gan_fingerprint.yaml"
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def demo_run(tmp_path_factory: pytest.TempPathFactory, _cache_home: Path) -> Path:
     root = tmp_path_factory.mktemp("runs")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(REPO)
-        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
-        assert train_cli("--config", "configs/demo/gan_fingerprint.yaml", f"run.root={root}", "logger=csv",
-                         "export.onnx=false", "trainer.enable_progress_bar=false") == 0
+        mp.setenv("XDG_CACHE_HOME", str(_cache_home))
+        args = ["--config", DEMO, f"run.root={root}", "logger=tensorboard", "export.onnx=false"]
+        assert train_cli(*args, "trainer.enable_progress_bar=false") == 0
     return only_run_dir(root, "gan_fingerprint")
 
 
@@ -35,8 +42,7 @@ def test_demo_gates(demo_run: Path) -> None:
     assert len(independents) == 4 and max(independents.values()) <= 0.25
     assert m["false_positives"] == 0 and m["tau"] <= 0.35  # alpha = 1e-6, N = 100
     assert m["g_hash_unchanged"] == 1.0 and m["r_c0_on_fingerprints"] == 0.0
-    # The issue's target is <= 2 points; the demo's v2 setting measured 2.2 (README), so this guards 3.
-    assert m["acc_drop"] <= 0.03
+    assert m["acc_drop"] <= 0.02  # C*'s clean test accuracy within 2 points of C0's
 
 
 @pytest.mark.slow
@@ -45,8 +51,9 @@ def test_demo_registration_verifies_and_binds_the_export(demo_run: Path) -> None
     model, _ = load_export(export)
     registration = json.loads((export / "registration.json").read_text())
     fp = load_weights_only(export / "fingerprints.pt")
-    reg = commitment.Commitment(registration["digest"], registration["generator_hash"], registration["nonce"],
-                                registration["timestamp"])
+    reg = commitment.Commitment(
+        registration["digest"], registration["generator_hash"], registration["nonce"], registration["timestamp"]
+    )
     commitment.check_commitment(reg, fp["x"], fp["y"], model)
     y = fp["y"].clone()
     y[0] = (y[0] + 1) % 10
@@ -56,17 +63,39 @@ def test_demo_registration_verifies_and_binds_the_export(demo_run: Path) -> None
 
 
 @pytest.mark.slow
-def test_dashboards_get_fingerprints_attack_curves_and_r_per_suspect(tmp_path: Path, monkeypatch) -> None:
-    """A tiny population (20 DCGAN iterations): the panels exist, the numbers are not meaningful."""
+def test_dashboards_get_fingerprints_attack_curves_and_r_per_suspect(demo_run: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    monkeypatch.chdir(REPO)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    assert train_cli("--config", "configs/demo/gan_fingerprint.yaml", f"run.root={tmp_path}", "logger=tensorboard",
-                     "export.enabled=false", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-                     "trainer.enable_progress_bar=false", "trainer.num_sanity_val_steps=0",
-                     "data.population.iterations=20", "data.population.classifier_epochs=1",
-                     "model.attack.finetune_iterations=5", "model.embed.surrogate_finetune_iterations=5") == 0
-    events = EventAccumulator(str(only_run_dir(tmp_path, "gan_fingerprint") / "tensorboard")).Reload()
+    events = EventAccumulator(str(demo_run / "tensorboard")).Reload()
     assert {"fingerprints/G(x_i)", "test/attack_curves"} <= set(events.Tags()["images"])
-    assert {"test/tau", "test/r/protected", "test/r/independent_s4", "test/auc"} <= set(events.Tags()["scalars"])
+    scalars = set(events.Tags()["scalars"])
+    assert {"test/tau", "test/r/protected", "test/r/independent_s4", "test/auc", "test/fid/prune_50"} <= scalars
+
+
+@pytest.mark.slow
+def test_verifier_job_on_the_demo_evidence(demo_run: Path, _cache_home: Path, tmp_path: Path, in_repo: None) -> None:
+    """The verifier's job, given the demo's export and suspects as torch.export programs, decides as the owner's
+    test stage measured: the same r for each suspect; protected and 30 %-pruned derived, independents not."""
+    cfg = load_config([DEMO])
+    population = build_population(
+        cfg.data.population,
+        digit_tensors(0)["train"],
+        _cache_home / "tenfold" / "gan_fingerprint",
+        train_missing=False,
+    )
+    members = {"protected": population.protected, "prune_30": attacks.magnitude_pruned(population.protected, 0.3)}
+    members.update(population.independents)
+    batch = torch.export.Dim("batch")
+    paths = []
+    for name, generator in members.items():
+        program = torch.export.export(generator.eval(), (torch.zeros(4, 32),), dynamic_shapes=({0: batch},))
+        torch.export.save(program, str(tmp_path / f"{name}.pt2"))
+        paths.append(str(tmp_path / f"{name}.pt2"))
+    args = ["--config", "configs/gan_fingerprint_verify.yaml", f"run.root={tmp_path}", "logger=none"]
+    assert train_cli(*args, f"data.evidence={demo_run / 'export'}", f"data.suspects=[{','.join(paths)}]") == 0
+    report = json.loads((only_run_dir(tmp_path, "gan_fingerprint_verify") / "verify.json").read_text())
+    owner = json.loads((demo_run / "verification.json").read_text())["metrics"]
+    assert report["tau"] == pytest.approx(owner["tau"])  # p0 from the registration: the owner's estimate
+    for row in report["suspects"]:
+        assert row["r"] == pytest.approx(owner[f"r/{row['name']}"]), row["name"]
+        assert row["derived"] == (row["name"] in ("protected", "prune_30")), row["name"]

@@ -47,8 +47,9 @@ def weight_noise(generator: nn.Module, relative_sigma: float, seed: int) -> nn.M
 
 def fine_tuned(generator: Generator, images: Tensor, seed: int, iterations: int, lr: float) -> Generator:
     """The adversary continues adversarial training from G against a fresh discriminator."""
-    return train_generator(images, seed, generator.width, iterations, generator.z_dim, lr=lr,
-                           init=copy.deepcopy(generator))
+    return train_generator(
+        images, seed, generator.width, iterations, generator.z_dim, lr=lr, init=copy.deepcopy(generator)
+    )
 
 
 class OutputPerturbation(enum.Enum):
@@ -97,8 +98,9 @@ class EmbeddingFeatures(nn.Module):
 
 @torch.no_grad()
 def digits_fid(classifier: nn.Module, real: Tensor, fake: Tensor) -> float:
-    fid = FrechetInceptionDistance(feature=EmbeddingFeatures(classifier), normalize=True,
-                                   input_img_size=tuple(real.shape[1:]))
+    fid = FrechetInceptionDistance(
+        feature=EmbeddingFeatures(classifier), normalize=True, input_img_size=tuple(real.shape[1:])
+    )
     fid.update(real, real=True)
     fid.update(fake, real=False)
     return float(fid.compute())

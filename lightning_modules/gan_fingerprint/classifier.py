@@ -17,10 +17,15 @@ class DigitClassifier(nn.Module):
         super().__init__()
         self.num_classes, self.embed_dim = num_classes, embed_dim
         self.features = nn.Sequential(
-            nn.Conv2d(1, width, 3, 1, 1), nn.ReLU(True),
-            nn.Conv2d(width, 2 * width, 3, 2, 1), nn.ReLU(True),  # 4x4
-            nn.Conv2d(2 * width, 2 * width, 3, 2, 1), nn.ReLU(True),  # 2x2
-            nn.Flatten(), nn.Linear(2 * width * 4, embed_dim), nn.ReLU(True),
+            nn.Conv2d(1, width, 3, 1, 1),
+            nn.ReLU(True),
+            nn.Conv2d(width, 2 * width, 3, 2, 1),
+            nn.ReLU(True),  # 4x4
+            nn.Conv2d(2 * width, 2 * width, 3, 2, 1),
+            nn.ReLU(True),  # 2x2
+            nn.Flatten(),
+            nn.Linear(2 * width * 4, embed_dim),
+            nn.ReLU(True),
         )
         self.head = nn.Linear(embed_dim, num_classes)
         # CFP-iBDv2's multi-task fine-grained head (natural class x source, 2K classes) [R]; absent otherwise.
@@ -33,14 +38,25 @@ class DigitClassifier(nn.Module):
         return self.head(self.embed(x))
 
 
-def build_classifier(num_classes: int = 10, width: int = 64, embed_dim: int = 256,
-                     fine_classes: int = 0) -> DigitClassifier:
+@torch.no_grad()
+def init_fine_head(model: DigitClassifier) -> None:
+    """Start the 2K-class head as two copies of the trained K-class head [R]: it then begins at "class u, source
+    undecided" (loss ln 2) instead of a random 2K-way guess (ln 2K), whose large first gradients through the
+    shared embedding cost C0's clean accuracy before any fingerprint is learned."""
+    model.fine_head.weight.copy_(torch.cat([model.head.weight, model.head.weight]))
+    model.fine_head.bias.copy_(torch.cat([model.head.bias, model.head.bias]))
+
+
+def build_classifier(
+    num_classes: int = 10, width: int = 64, embed_dim: int = 256, fine_classes: int = 0
+) -> DigitClassifier:
     """The export builder (export_meta.yaml names it)."""
     return DigitClassifier(num_classes, width, embed_dim, fine_classes)
 
 
-def train_classifier(images: Tensor, labels: Tensor, seed: int, epochs: int = 30, batch_size: int = 64,
-                     lr: float = 1e-3, width: int = 64) -> DigitClassifier:
+def train_classifier(
+    images: Tensor, labels: Tensor, seed: int, epochs: int = 30, batch_size: int = 64, lr: float = 1e-3, width: int = 64
+) -> DigitClassifier:
     """C0: Adam on the real training digits with a +-1 pixel random shift [R]."""
     torch.manual_seed(seed)
     rng = torch.Generator().manual_seed(seed)
@@ -50,7 +66,7 @@ def train_classifier(images: Tensor, labels: Tensor, seed: int, epochs: int = 30
     for _ in range(epochs):
         order = torch.randperm(len(images), generator=rng)
         for start in range(0, len(images), batch_size):
-            index = order[start:start + batch_size]
+            index = order[start : start + batch_size]
             x = random_shift(images[index], rng)
             loss = F.cross_entropy(model(x), labels[index])
             opt.zero_grad(set_to_none=True)
@@ -63,7 +79,7 @@ def random_shift(x: Tensor, rng: torch.Generator) -> Tensor:
     """Shift the whole batch by up to one pixel (background -1 fills the border)."""
     dy, dx = (int(v) for v in torch.randint(-1, 2, (2,), generator=rng))
     padded = F.pad(x, (1, 1, 1, 1), value=-1.0)
-    return padded[..., 1 + dy:1 + dy + x.shape[-2], 1 + dx:1 + dx + x.shape[-1]]
+    return padded[..., 1 + dy : 1 + dy + x.shape[-2], 1 + dx : 1 + dx + x.shape[-1]]
 
 
 @torch.no_grad()

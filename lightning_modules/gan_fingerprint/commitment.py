@@ -39,12 +39,19 @@ def weights_hash(module: nn.Module) -> str:
     return hashlib.sha256(state_bytes(module)).hexdigest()
 
 
-def canonical_bytes(x: Tensor, y: Tensor, classifier: nn.Module, generator_hash: str, nonce: str,
-                    timestamp: str) -> bytes:
-    return b"".join([
-        _field("X", tensor_bytes(x)), _field("Y", tensor_bytes(y)), _field("C", state_bytes(classifier)),
-        _field("HG", generator_hash.encode()), _field("nonce", nonce.encode()), _field("time", timestamp.encode()),
-    ])
+def canonical_bytes(
+    x: Tensor, y: Tensor, classifier: nn.Module, generator_hash: str, nonce: str, timestamp: str
+) -> bytes:
+    return b"".join(
+        [
+            _field("X", tensor_bytes(x)),
+            _field("Y", tensor_bytes(y)),
+            _field("C", state_bytes(classifier)),
+            _field("HG", generator_hash.encode()),
+            _field("nonce", nonce.encode()),
+            _field("time", timestamp.encode()),
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -58,8 +65,14 @@ class Commitment:
         return asdict(self)
 
 
-def commit(x: Tensor, y: Tensor, classifier: nn.Module, generator: nn.Module, nonce: str | None = None,
-           timestamp: str | None = None) -> Commitment:
+def commit(
+    x: Tensor,
+    y: Tensor,
+    classifier: nn.Module,
+    generator: nn.Module,
+    nonce: str | None = None,
+    timestamp: str | None = None,
+) -> Commitment:
     """Register (X, Y, C*, H(G)); the nonce is fresh randomness unless given (tests)."""
     nonce = nonce if nonce is not None else secrets.token_hex(16)
     timestamp = timestamp if timestamp is not None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -70,9 +83,37 @@ def commit(x: Tensor, y: Tensor, classifier: nn.Module, generator: nn.Module, no
 
 def check_commitment(registered: Commitment, x: Tensor, y: Tensor, classifier: nn.Module) -> None:
     """Recompute c from the evidence presented; any substitution of X, Y or C* fails here."""
-    digest = hashlib.sha256(canonical_bytes(x, y, classifier, registered.generator_hash, registered.nonce,
-                                            registered.timestamp)).hexdigest()
+    digest = hashlib.sha256(
+        canonical_bytes(x, y, classifier, registered.generator_hash, registered.nonce, registered.timestamp)
+    ).hexdigest()
     if digest != registered.digest:
-        raise VerificationError(f"commitment mismatch: the fingerprints, labels or classifier presented hash to "
-                                f"{digest[:16]}..., the registration says {registered.digest[:16]}... "
-                                "(tampered or substituted evidence)")
+        raise VerificationError(
+            f"commitment mismatch: the fingerprints, labels or classifier presented hash to "
+            f"{digest[:16]}..., the registration says {registered.digest[:16]}... "
+            "(tampered or substituted evidence)"
+        )
+
+
+def registration_record(
+    c: Commitment,
+    x: Tensor,
+    y: Tensor,
+    num_classes: int,
+    output_shape: tuple[int, ...],
+    input_kind: str,
+    design: str,
+    p0: dict | None = None,
+) -> dict:
+    """What the verifier keeps beside the digest (`registration.json`): how to query a suspect and read it."""
+    record = {
+        **c.to_plain(),
+        "design": design,
+        "num_fingerprints": len(y),
+        "num_classes": num_classes,
+        "output_shape": list(output_shape),
+        "input": input_kind,
+        "input_shape": list(x.shape[1:]),
+    }
+    if p0 is not None:  # the owner's estimate from its held-out independent generators
+        record["p0"] = p0
+    return record

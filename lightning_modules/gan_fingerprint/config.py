@@ -24,8 +24,9 @@ class DCGANConfig:
 
 def _gan_optim() -> OptimConfig:
     # DCGAN: Adam 2e-4, betas (0.5, 0.999), no decay, constant LR, for both G and D.
-    return OptimConfig(name="adam", lr=2e-4, betas=[0.5, 0.999], weight_decay=0.0, no_weight_decay_1d=False,
-                       scheduler="none")
+    return OptimConfig(
+        name="adam", lr=2e-4, betas=[0.5, 0.999], weight_decay=0.0, no_weight_decay_1d=False, scheduler="none"
+    )
 
 
 @dataclass
@@ -73,6 +74,8 @@ class EmbedConfig:
     surrogate_weight_noise: list[float] = field(default_factory=lambda: [0.05])
     surrogate_finetune_seeds: list[int] = field(default_factory=lambda: [901])
     surrogate_finetune_iterations: int = 100
+    # the kept checkpoint: best val accuracy among epochs with val r_protected >= this (checkpoint.monitor=val/select)
+    select_min_r: float = 0.95
 
 
 @dataclass
@@ -119,3 +122,4 @@ class FingerprintConfig(ExperimentConfig):
     model: FingerprintModelConfig = field(default_factory=FingerprintModelConfig)
     data: FingerprintDataConfig = field(default_factory=FingerprintDataConfig)
     optim: OptimConfig = field(default_factory=_embed_optim)
+    checkpoint: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(monitor="val/select", mode="max"))

@@ -6,7 +6,8 @@ Three designs [P: names from arXiv v5; R: every concrete step below, digest sect
   (max softmax of C0(G(x0)) >= confidence); a target y != natural label; PGD on the latent,
   min CE(C0(G(x0 + delta)), y) + lambda ||delta||^2 with ||delta||_inf <= eps; keep only successes.
   Nothing is fine-tuned: C* = C0.
-* CFP-iBDv1: x_i ~ N(0, I) from the key (ordinary queries), y_i = (u_i + s_i) mod K with s_i in 1..K-1,
+* CFP-iBDv1: x_i ~ N(0, I) from the key (ordinary queries; for an image-to-image G a natural input plus
+  an imperceptible key-derived trigger), y_i = (u_i + s_i) mod K with s_i in 1..K-1,
   always away from the natural label u_i; C0 is fine-tuned into C* so that C*(G(x_i)) = y_i while
   real digits and reference generators' outputs keep their natural labels.
 * CFP-iBDv2: v1 plus surrogate attacked copies G_s of G (their outputs must also give y_i), a triplet
@@ -27,13 +28,17 @@ from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
 from lightning_modules.gan_fingerprint.commitment import tensor_bytes
+from lightning_modules.gan_fingerprint.hook import Composite
 from tenfold.errors import ConfigError
 
 
 def key_generator(key: str, purpose: str) -> torch.Generator:
     """A local RNG for one use of the key (different purposes draw independent streams)."""
     if not key:
-        raise ConfigError("model.key is empty: set model.key to the owner's secret fingerprint key")
+        raise ConfigError(
+            "model.secret_key is empty: set model.secret_key (the paper config reads "
+            "$TENFOLD_FINGERPRINT_KEY) to the owner's secret fingerprint key"
+        )
     seed = int.from_bytes(hashlib.sha256(f"{purpose}|{key}".encode()).digest()[:8], "little")
     return torch.Generator().manual_seed(seed)
 
@@ -70,11 +75,11 @@ class PGDSettings:
     candidates_per_fingerprint: int = 4
 
 
-def pgd_latent(generator: nn.Module, classifier: nn.Module, x0: Tensor, target: Tensor, s: PGDSettings) -> Tensor:
-    """Signed-gradient PGD on delta in the L_inf ball; returns x0 + delta (no gradient to G or C)."""
+def pgd_latent(composite: nn.Module, x0: Tensor, target: Tensor, s: PGDSettings) -> Tensor:
+    """Signed-gradient PGD on delta in the L_inf ball against F = C o G; returns x0 + delta (no weight moves)."""
     delta = torch.zeros_like(x0, requires_grad=True)
     for _ in range(s.steps):
-        logits = classifier(generator(x0 + delta))
+        logits = composite(x0 + delta)
         loss = F.cross_entropy(logits, target, reduction="sum") + s.l2_weight * delta.pow(2).sum()
         (grad,) = torch.autograd.grad(loss, delta)
         with torch.no_grad():
@@ -83,8 +88,9 @@ def pgd_latent(generator: nn.Module, classifier: nn.Module, x0: Tensor, target: 
     return (x0 + delta).detach()
 
 
-def cfp_ae(generator: nn.Module, classifier: nn.Module, key: str, n: int, z_dim: int, num_classes: int,
-           s: PGDSettings) -> tuple[Tensor, Tensor]:
+def cfp_ae(
+    generator: nn.Module, classifier: nn.Module, key: str, n: int, z_dim: int, num_classes: int, s: PGDSettings
+) -> tuple[Tensor, Tensor]:
     """N adversarial fingerprints of F = C0 o G: the confidence filter, PGD, then the success filter."""
     rng = key_generator(key, "cfp-ae")
     x0 = torch.randn(n * s.candidates_per_fingerprint, z_dim, generator=rng)
@@ -92,13 +98,16 @@ def cfp_ae(generator: nn.Module, classifier: nn.Module, key: str, n: int, z_dim:
     target = shifted_labels(natural, num_classes, rng)
     keep = conf >= s.confidence
     x0, natural, target = x0[keep], natural[keep], target[keep]
-    x = pgd_latent(generator, classifier, x0, target, s)
+    composite = Composite(classifier, generator)
+    x = pgd_latent(composite, x0, target, s)
     with torch.no_grad():
-        hit = classifier(generator(x)).argmax(1) == target
+        hit = composite(x).argmax(1) == target
     if int(hit.sum()) < n:
-        raise ConfigError(f"CFP-AE found only {int(hit.sum())} of the {n} fingerprints asked for "
-                          f"({int(keep.sum())} confident seeds): raise model.ae.eps, model.ae.steps or "
-                          "model.ae.candidates_per_fingerprint")
+        raise ConfigError(
+            f"CFP-AE found only {int(hit.sum())} of the {n} fingerprints asked for "
+            f"({int(keep.sum())} confident seeds): raise model.ae.eps, model.ae.steps or "
+            "model.ae.candidates_per_fingerprint"
+        )
     return x[hit][:n], target[hit][:n]
 
 
@@ -106,11 +115,36 @@ def cfp_ae(generator: nn.Module, classifier: nn.Module, key: str, n: int, z_dim:
 # CFP-iBD (v1 and v2 share the fingerprint set; they differ in how C* is fine-tuned)
 
 
-def ibd_fingerprints(generator: nn.Module, classifier: nn.Module, key: str, n: int, z_dim: int,
-                     num_classes: int) -> tuple[Tensor, Tensor]:
+def ibd_fingerprints(
+    generator: nn.Module, classifier: nn.Module, key: str, n: int, z_dim: int, num_classes: int
+) -> tuple[Tensor, Tensor]:
     """x_i ~ N(0, I) from the key (statistically ordinary queries), y_i shifted away from C0's label."""
     rng = key_generator(key, "cfp-ibd")
     x = torch.randn(n, z_dim, generator=rng)
+    natural, _ = natural_labels(classifier, generator(x))
+    return x, shifted_labels(natural, num_classes, rng)
+
+
+def i2i_fingerprints(
+    generator: nn.Module,
+    classifier: nn.Module,
+    key: str,
+    inputs: Tensor,
+    n: int,
+    num_classes: int,
+    trigger_eps: float = 8 / 255,
+) -> tuple[Tensor, Tensor]:
+    """Image-to-image GANs (digest 4.2): x_i = a key-chosen natural task input + one key-derived trigger of
+    L_inf size `trigger_eps` on the [-1, 1] scale (8/255 there = 4/255 on [0, 1], imperceptible) [R];
+    y_i shifted away from C0's label of G(x_i). `inputs` (M, C, H, W) in [-1, 1], M >= n."""
+    if len(inputs) < n:
+        raise ConfigError(
+            f"{len(inputs)} task inputs for {n} fingerprints: give at least model.num_fingerprints input images"
+        )
+    rng = key_generator(key, "cfp-ibd-i2i")
+    index = torch.randperm(len(inputs), generator=rng)[:n]
+    trigger = trigger_eps * (2 * torch.randint(0, 2, inputs.shape[1:], generator=rng) - 1).to(inputs.dtype)
+    x = (inputs[index] + trigger).clamp(-1, 1)
     natural, _ = natural_labels(classifier, generator(x))
     return x, shifted_labels(natural, num_classes, rng)
 
@@ -174,8 +208,16 @@ class LossWeights:
     margin: float = 1.0
 
 
-def embedding_loss(classifier: nn.Module, real: Tensor, real_labels: Tensor, fixed: EmbeddingBatch,
-                   w: LossWeights, augment: AugmentSettings, rng: torch.Generator, v2: bool) -> dict[str, Tensor]:
+def embedding_loss(
+    classifier: nn.Module,
+    real: Tensor,
+    real_labels: Tensor,
+    fixed: EmbeddingBatch,
+    w: LossWeights,
+    augment: AugmentSettings,
+    rng: torch.Generator,
+    v2: bool,
+) -> dict[str, Tensor]:
     """L = CE_clean + l_fp CE_fp + l_neg CE_neg [+ l_sur CE_sur + l_tri L_tri + l_fine CE_fine for v2]."""
     k = classifier.num_classes
     fp = augment_outputs(fixed.fp_images, augment, rng)
@@ -197,7 +239,8 @@ def embedding_loss(classifier: nn.Module, real: Tensor, real_labels: Tensor, fix
         terms["tri"] = w.tri * triplet_loss(anchor, h_sur, negative, w.margin)
         # Fine-grained head: class u + K * [output of G or G_s on a fingerprint input] [R].
         fine_in = torch.cat([h_real, h_fp, h_sur, h_ref])
-        fine_target = torch.cat([real_labels, fixed.fp_natural + k, fixed.fp_natural.repeat(copies) + k,
-                                 fixed.ref_labels])
+        fine_target = torch.cat(
+            [real_labels, fixed.fp_natural + k, fixed.fp_natural.repeat(copies) + k, fixed.ref_labels]
+        )
         terms["fine"] = w.fine * F.cross_entropy(classifier.fine_head(fine_in), fine_target)
     return terms

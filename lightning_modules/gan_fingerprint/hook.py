@@ -23,15 +23,21 @@ class InputKind(enum.Enum):
 
 
 class GeneratorHook(nn.Module):
-    def __init__(self, generator: nn.Module, output_shape: tuple[int, ...], input_kind: InputKind = InputKind.latent,
-                 name: str = "suspect") -> None:
+    def __init__(
+        self,
+        generator: nn.Module,
+        output_shape: tuple[int, ...],
+        input_kind: InputKind = InputKind.latent,
+        name: str = "suspect",
+    ) -> None:
         super().__init__()
         self.generator, self.output_shape, self.input_kind, self.name = generator, tuple(output_shape), input_kind, name
 
     def forward(self, x: Tensor) -> Tensor:
         if self.generator.training:
-            warnings.warn(f"{self.name}: the generator was in train mode; verification puts it in eval mode",
-                          stacklevel=2)
+            warnings.warn(
+                f"{self.name}: the generator was in train mode; verification puts it in eval mode", stacklevel=2
+            )
             self.generator.eval()
         if self.input_kind is InputKind.latent:
             x = x.flatten(1)
@@ -39,12 +45,16 @@ class GeneratorHook(nn.Module):
             x = x.flatten(1)[..., None, None]
         out = self.generator(x)
         if tuple(out.shape[1:]) != self.output_shape:
-            raise VerificationError(f"{self.name}: outputs of shape {tuple(out.shape[1:])}, but the registration "
-                                    f"expects {self.output_shape}: this suspect is not a model of the registered task")
+            raise VerificationError(
+                f"{self.name}: outputs of shape {tuple(out.shape[1:])}, but the registration "
+                f"expects {self.output_shape}: this suspect is not a model of the registered task"
+            )
         if not torch.isfinite(out).all():
             bad = int((~torch.isfinite(out)).flatten(1).any(1).sum())
-            raise VerificationError(f"{self.name}: {bad} of {len(out)} outputs contain NaN or Inf; "
-                                    "the suspect's answers cannot be classified")
+            raise VerificationError(
+                f"{self.name}: {bad} of {len(out)} outputs contain NaN or Inf; "
+                "the suspect's answers cannot be classified"
+            )
         return out
 
 

@@ -29,7 +29,7 @@ from lightning_modules.gan_fingerprint.hook import GeneratorHook, InputKind
 from lightning_modules.gan_fingerprint.plots import attack_curves_figure
 from lightning_modules.gan_fingerprint.suspects import DERIVED, INNOCENT, build_suspect, suspect_list
 from tenfold.errors import ConfigError
-from tenfold.media import has_media_logger, log_image, log_image_grid
+from tenfold.media import has_media_logger, image_grid, log_image, log_image_grid
 from tenfold.method import ExportWriter, MethodModule
 from tenfold.optim import build_optimizer, scaled_lr
 from tenfold.registry import register_method
@@ -75,8 +75,10 @@ class GanModule(MethodModule):
     def __init__(self, config: dict, **data_kwargs: Any) -> None:
         super().__init__(config, **data_kwargs)
         if self.cfg.trainer.precision not in ("32-true", "32", "bf16-mixed", "bf16-true"):
-            raise ConfigError(f"gan_fingerprint_gan: trainer.precision={self.cfg.trainer.precision} is not supported "
-                              "(the raw D step would bypass a gradient scaler); use 32-true or bf16-mixed")
+            raise ConfigError(
+                f"gan_fingerprint_gan: trainer.precision={self.cfg.trainer.precision} is not supported "
+                "(the raw D step would bypass a gradient scaler); use 32-true or bf16-mixed"
+            )
         self.automatic_optimization = False
         m = self.cfg.model
         self.net = Generator(m.z_dim, m.width)
@@ -125,8 +127,10 @@ class GanModule(MethodModule):
 
     def export_spec(self) -> dict:
         m = self.cfg.model
-        return {"target": "lightning_modules.gan_fingerprint.gan:build_generator",
-                "kwargs": {"z_dim": m.z_dim, "width": m.width}}
+        return {
+            "target": "lightning_modules.gan_fingerprint.gan:build_generator",
+            "kwargs": {"z_dim": m.z_dim, "width": m.width},
+        }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -153,6 +157,7 @@ class FingerprintModule(MethodModule):
         self.register_buffer("fp_y", torch.zeros(m.num_fingerprints, dtype=torch.long))
         self.val_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
         self._population = None
+        self._summary: dict | None = None
         self._results: dict[int, tuple[float, float]] = {}
 
     def forward(self, images: Tensor) -> Tensor:
@@ -183,8 +188,9 @@ class FingerprintModule(MethodModule):
         g, c0, z_dim = pop.protected.cpu(), pop.classifier.cpu(), self.cfg.data.population.z_dim
         if m.design is Design.ae:
             a = m.ae
-            s = fingerprints.PGDSettings(a.eps, a.steps, a.step_size, a.l2_weight, a.confidence,
-                                         a.candidates_per_fingerprint)
+            s = fingerprints.PGDSettings(
+                a.eps, a.steps, a.step_size, a.l2_weight, a.confidence, a.candidates_per_fingerprint
+            )
             return fingerprints.cfp_ae(g, c0, m.secret_key, m.num_fingerprints, z_dim, NUM_CLASSES, s)
         return fingerprints.ibd_fingerprints(g, c0, m.secret_key, m.num_fingerprints, z_dim, NUM_CLASSES)
 
@@ -200,8 +206,10 @@ class FingerprintModule(MethodModule):
             train_images = digit_tensors(self.cfg.data.digits_split_seed)["train"][0]
             copies = [attacks.magnitude_pruned(pop.protected, a) for a in e.surrogate_prune]
             copies += [attacks.weight_noise(pop.protected, s, seed=i) for i, s in enumerate(e.surrogate_weight_noise)]
-            copies += [attacks.fine_tuned(pop.protected, train_images, seed, e.surrogate_finetune_iterations, 1e-4)
-                       for seed in e.surrogate_finetune_seeds]
+            copies += [
+                attacks.fine_tuned(pop.protected, train_images, seed, e.surrogate_finetune_iterations, 1e-4)
+                for seed in e.surrogate_finetune_seeds
+            ]
             sur = torch.cat([c(x) for c in copies])
         return fingerprints.EmbeddingBatch(fp_images, y, natural, refs, ref_labels, sur)
 
@@ -231,12 +239,15 @@ class FingerprintModule(MethodModule):
             self.log_train_loss(loss, len(real))
             return loss
         e = m.embed
-        weights = fingerprints.LossWeights(e.lambda_fp, e.lambda_neg, e.lambda_sur, e.lambda_tri, e.lambda_fine,
-                                           e.margin)
-        augment = fingerprints.AugmentSettings(e.augment_noise, e.augment_blur_prob, e.augment_quant_prob,
-                                               e.augment_quant_levels)
-        terms = fingerprints.embedding_loss(self.net, random_shift(real, self._rng), labels, self._fixed, weights,
-                                            augment, self._rng, self.v2)
+        weights = fingerprints.LossWeights(
+            e.lambda_fp, e.lambda_neg, e.lambda_sur, e.lambda_tri, e.lambda_fine, e.margin
+        )
+        augment = fingerprints.AugmentSettings(
+            e.augment_noise, e.augment_blur_prob, e.augment_quant_prob, e.augment_quant_levels
+        )
+        terms = fingerprints.embedding_loss(
+            self.net, random_shift(real, self._rng), labels, self._fixed, weights, augment, self._rng, self.v2
+        )
         loss = sum(terms.values())
         for name, value in terms.items():
             self.log(f"train/{name}", value, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(real))
@@ -257,7 +268,14 @@ class FingerprintModule(MethodModule):
 
     def on_validation_epoch_end(self) -> None:
         # Every rank holds G, X and Y: the same number everywhere, no collective needed.
-        self.log("val/r_protected", self._match_rate(self._population.protected.to(self.device)), sync_dist=True)
+        r = self._match_rate(self._population.protected.to(self.device))
+        self.log("val/r_protected", r, sync_dist=True)
+        # Early stopping on clean accuracy [R]: the checkpoint kept (and tested, exported) is the one of best
+        # validation accuracy among those whose fingerprint is in (r >= model.embed.select_min_r); ties go to
+        # the later epoch, whose fingerprint has been reinforced longer.
+        acc = float(self.val_acc.compute())  # synced over ranks; Lightning logs the same value
+        select = acc + 1e-4 * self.current_epoch - (0.0 if r >= self.cfg.model.embed.select_min_r else 1.0)
+        self.log("val/select", select, sync_dist=True)
 
     # ---- test = verification over the suspect population
 
@@ -282,8 +300,11 @@ class FingerprintModule(MethodModule):
         r = self._match_rate(suspect, s.name)
         fid = float("nan")
         if s.group in ("protected", "prune", "finetune"):
-            z = torch.randn(self.cfg.model.attack.fid_samples, self.cfg.data.population.z_dim,
-                            generator=torch.Generator().manual_seed(7)).to(self.device)
+            z = torch.randn(
+                self.cfg.model.attack.fid_samples,
+                self.cfg.data.population.z_dim,
+                generator=torch.Generator().manual_seed(7),
+            ).to(self.device)
             with torch.no_grad():
                 fid = attacks.digits_fid(self._population.classifier, self._fid_real, suspect(z))
         self._results[index] = (r, fid)
@@ -303,8 +324,10 @@ class FingerprintModule(MethodModule):
 
     def _summarise(self, table: Tensor) -> dict:
         m, n = self.cfg.model, len(self.fp_y)
-        rows = [{"name": s.name, "group": s.group, "param": s.param, "r": float(table[i, 0]),
-                 "fid": float(table[i, 1])} for i, s in enumerate(self._suspects)]
+        rows = [
+            {"name": s.name, "group": s.group, "param": s.param, "r": float(table[i, 0]), "fid": float(table[i, 1])}
+            for i, s in enumerate(self._suspects)
+        ]
         # Suspects not run (fast_dev_run, limit_test_batches) have r = NaN and are left out.
         ran = [row for row in rows if not math.isnan(row["r"])]
         innocent = [row for row in ran if row["group"] in INNOCENT]
@@ -322,14 +345,21 @@ class FingerprintModule(MethodModule):
         test_x, test_y = digit_tensors(self.cfg.data.digits_split_seed)["test"]
         net_cpu, c0 = copy.deepcopy(self.net).cpu().eval(), copy.deepcopy(self._population.classifier).cpu().eval()
         with torch.no_grad():
-            c0_r = float((c0(self._population.protected.cpu()(self.fp_x.cpu())).argmax(1) == self.fp_y.cpu())
-                         .float().mean())
+            c0_r = float(
+                (c0(self._population.protected.cpu()(self.fp_x.cpu())).argmax(1) == self.fp_y.cpu()).float().mean()
+            )
         self._population.to(self.device)
         metrics = {
-            "tau": tau, "p0": p0.value, "p0_low": p0.low, "p0_high": p0.high, "p0_used": p0_used, "auc": auc,
+            "tau": tau,
+            "p0": p0.value,
+            "p0_low": p0.low,
+            "p0_high": p0.high,
+            "p0_used": p0_used,
+            "auc": auc,
             "false_positives": sum(row["verified"] for row in innocent),
             "max_r_independent": max((row["r"] for row in innocent), default=math.nan),
-            "acc_clean": accuracy(net_cpu, test_x, test_y), "acc_clean_c0": accuracy(c0, test_x, test_y),
+            "acc_clean": accuracy(net_cpu, test_x, test_y),
+            "acc_clean_c0": accuracy(c0, test_x, test_y),
             "r_c0_on_fingerprints": c0_r,
             "g_hash_unchanged": float(commitment.weights_hash(self._population.protected) == self._g_hash),
         }
@@ -341,44 +371,68 @@ class FingerprintModule(MethodModule):
         return {"metrics": metrics, "rows": rows, "alpha": m.verify.alpha, "n": n, "design": m.design.value}
 
     def _write_report(self, summary: dict) -> None:
+        self._summary = summary  # the export records the p0 it measured in the registration
         path = self.run_dir / "verification.json"
         path.write_text(json.dumps(summary, indent=1, default=float))
-        rank_zero_info("gan_fingerprint verification: " + ", ".join(
-            f"{row['name']} r={row['r']:.2f}{'*' if row['verified'] else ''}" for row in summary["rows"])
-            + f" (tau={summary['metrics']['tau']:.2f}; * = verified)")
+        rank_zero_info(
+            "gan_fingerprint verification: "
+            + ", ".join(f"{row['name']} r={row['r']:.2f}{'*' if row['verified'] else ''}" for row in summary["rows"])
+            + f" (tau={summary['metrics']['tau']:.2f}; * = verified)"
+        )
         step = self.global_step
         if has_media_logger(self.loggers):
             log_image(self.loggers, "test/attack_curves", attack_curves_figure(summary), step)
         for logger in self.loggers:
             if hasattr(logger, "log_table"):  # W&B: one row per suspect, its r next to the threshold
                 columns = ["name", "group", "param", "r", "tau", "verified", "fid"]
-                data = [[row["name"], row["group"], row["param"], row["r"], summary["metrics"]["tau"],
-                         row["verified"], row["fid"]] for row in summary["rows"]]
+                data = [
+                    [
+                        row["name"],
+                        row["group"],
+                        row["param"],
+                        row["r"],
+                        summary["metrics"]["tau"],
+                        row["verified"],
+                        row["fid"],
+                    ]
+                    for row in summary["rows"]
+                ]
                 logger.log_table("test/suspects", columns=columns, data=data, step=step)
 
     # ---- export: C*, the fingerprint set, the registration
 
     def export_spec(self) -> dict:
         width = self.cfg.data.population.classifier_width
-        return {"target": "lightning_modules.gan_fingerprint.classifier:build_classifier",
-                "kwargs": {"num_classes": NUM_CLASSES, "width": width, "embed_dim": 4 * width,
-                           "fine_classes": 2 * NUM_CLASSES if self.v2 else 0}}
+        return {
+            "target": "lightning_modules.gan_fingerprint.classifier:build_classifier",
+            "kwargs": {
+                "num_classes": NUM_CLASSES,
+                "width": width,
+                "embed_dim": 4 * width,
+                "fine_classes": 2 * NUM_CLASSES if self.v2 else 0,
+            },
+        }
 
     def export_artifacts(self, model: nn.Module, writer: ExportWriter) -> None:
         x, y = self.fp_x.detach().cpu().clone(), self.fp_y.detach().cpu().clone()
         generator = self._population.protected.cpu()
         c = commitment.commit(x, y, model, generator, nonce=self.cfg.model.nonce)
         writer.file("fingerprints.pt", lambda tmp: torch.save({"x": x, "y": y}, tmp), what="fingerprints")
-        registration = {**c.to_plain(), "design": self.cfg.model.design.value, "num_fingerprints": len(y),
-                        "num_classes": NUM_CLASSES, "output_shape": list(IMAGE_SHAPE), "input": "latent",
-                        "z_dim": int(x.shape[1])}
+        p0 = None
+        if self._summary is not None:  # the test stage ran: the owner's p0 from its held-out independents
+            m = self._summary["metrics"]
+            p0 = {"value": m["p0"], "low": m["p0_low"], "high": m["p0_high"], "used": m["p0_used"]}
+        registration = commitment.registration_record(
+            c, x, y, NUM_CLASSES, IMAGE_SHAPE, InputKind.latent.value, self.cfg.model.design.value, p0
+        )
         writer.text("registration.json", json.dumps(registration, indent=1), what="registration")
         with torch.no_grad():
             samples = generator(x[:32])
-        from tenfold.media import image_grid
-
-        writer.image("fingerprint_samples.png", image_grid(list(_to_unit(samples)), [f"y={int(v)}" for v in y[:32]]),
-                     what="fingerprint_samples")
+        writer.image(
+            "fingerprint_samples.png",
+            image_grid(list(_to_unit(samples)), [f"y={int(v)}" for v in y[:32]]),
+            what="fingerprint_samples",
+        )
         self.log_run_numbers({"registration/commitment": c.digest, "registration/generator_hash": c.generator_hash})
 
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import io
+from PIL import Image
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from PIL import Image  # noqa: E402
+from tenfold.media import figure_image, pyplot
 
 
 def attack_curves_figure(summary: dict) -> Image.Image:
+    plt = pyplot()
     rows, tau = summary["rows"], summary["metrics"]["tau"]
     groups = [("prune", "pruned fraction"), ("perturb", "perturbation (per kind)"), ("finetune", "fine-tuning seed")]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -34,7 +31,4 @@ def attack_curves_figure(summary: dict) -> Image.Image:
         ax.legend(fontsize=7)
     fig.suptitle(f"{summary['design']}: r under attacks (N={summary['n']}, alpha={summary['alpha']:g})")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
-    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    return figure_image(fig)

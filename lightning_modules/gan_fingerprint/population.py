@@ -51,8 +51,9 @@ def members(p: PopulationConfig) -> list[Member]:
     out = [Member("protected", "protected", p.protected_seed, p.width)]
     out += [Member(f"reference_s{s}", "reference", s, p.width) for s in p.reference_seeds]
     out += [Member(f"independent_s{s}", "independent", s, p.width) for s in p.independent_seeds]
-    out.append(Member(f"independent_w{p.other_width}_s{p.other_width_seed}", "independent", p.other_width_seed,
-                      p.other_width))
+    out.append(
+        Member(f"independent_w{p.other_width}_s{p.other_width_seed}", "independent", p.other_width_seed, p.other_width)
+    )
     return out
 
 
@@ -66,16 +67,19 @@ def _cached(path: Path, build, make: nn.Module, train_missing: bool) -> nn.Modul
         make.load_state_dict(load_weights_only(path))
         return make.eval()
     if not train_missing:
-        raise DataError(f"{path} is missing: the population is trained in prepare_data (local rank 0); "
-                        "delete data.cache_dir to rebuild it")
+        raise DataError(
+            f"{path} is missing: the population is trained in prepare_data (local rank 0); "
+            "delete data.cache_dir to rebuild it"
+        )
     model = build()
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: torch.save(model.state_dict(), tmp))
     return model.eval()
 
 
-def build_population(p: PopulationConfig, train: tuple[Tensor, Tensor], cache_dir: Path, smoke: bool = False,
-                     train_missing: bool = True) -> Population:
+def build_population(
+    p: PopulationConfig, train: tuple[Tensor, Tensor], cache_dir: Path, smoke: bool = False, train_missing: bool = True
+) -> Population:
     """Load every member from the cache, training (on this process) the ones it lacks."""
     check_seed_sets(p)
     images, labels = train
@@ -87,14 +91,23 @@ def build_population(p: PopulationConfig, train: tuple[Tensor, Tensor], cache_di
         settings = {"seed": m.seed, "width": m.width, "z_dim": p.z_dim, "iterations": iterations, "data": data_id}
         path = _cache_file(cache_dir, f"generator-{m.name}", settings)
         if not path.is_file() and train_missing:
-            rank_zero_info(f"gan_fingerprint: training {m.name} (seed {m.seed}, width {m.width}, {iterations} "
-                           f"iterations) into {path}")
-        gens[m.name] = _cached(path, lambda m=m: train_generator(images, m.seed, m.width, iterations, p.z_dim),
-                               Generator(p.z_dim, m.width), train_missing)
+            rank_zero_info(
+                f"gan_fingerprint: training {m.name} (seed {m.seed}, width {m.width}, {iterations} "
+                f"iterations) into {path}"
+            )
+        gens[m.name] = _cached(
+            path,
+            lambda m=m: train_generator(images, m.seed, m.width, iterations, p.z_dim),
+            Generator(p.z_dim, m.width),
+            train_missing,
+        )
     settings = {"seed": p.classifier_seed, "epochs": epochs, "width": p.classifier_width, "data": data_id}
-    c0 = _cached(_cache_file(cache_dir, "classifier-c0", settings),
-                 lambda: train_classifier(images, labels, p.classifier_seed, epochs, width=p.classifier_width),
-                 DigitClassifier(10, p.classifier_width, 4 * p.classifier_width), train_missing)
+    c0 = _cached(
+        _cache_file(cache_dir, "classifier-c0", settings),
+        lambda: train_classifier(images, labels, p.classifier_seed, epochs, width=p.classifier_width),
+        DigitClassifier(10, p.classifier_width, 4 * p.classifier_width),
+        train_missing,
+    )
     roles = {m.name: m.role for m in members(p)}
     return Population(
         protected=gens["protected"],
@@ -102,4 +115,3 @@ def build_population(p: PopulationConfig, train: tuple[Tensor, Tensor], cache_di
         independents={n: g for n, g in gens.items() if roles[n] == "independent"},
         classifier=c0,
     )
-

@@ -32,8 +32,12 @@ def suspect_list(attack: AttackConfig, population: Population) -> list[Suspect]:
     out = [Suspect("protected", "protected")]
     out += [Suspect(f"prune_{round(a * 100)}", "prune", a) for a in attack.prune]
     out += [Suspect(f"finetune_s{s}", "finetune", s) for s in attack.finetune_seeds]
-    for kind, strengths in ((OutputPerturbation.noise, attack.noise), (OutputPerturbation.blur, attack.blur),
-                            (OutputPerturbation.jpeg, attack.jpeg), (OutputPerturbation.quantise, attack.quantise)):
+    for kind, strengths in (
+        (OutputPerturbation.noise, attack.noise),
+        (OutputPerturbation.blur, attack.blur),
+        (OutputPerturbation.jpeg, attack.jpeg),
+        (OutputPerturbation.quantise, attack.quantise),
+    ):
         out += [Suspect(f"{kind.value}_{v:g}", "perturb", float(v), kind.value) for v in strengths]
     out += [Suspect(name, "reference") for name in population.references]
     out += [Suspect(name, "independent") for name in population.independents]

@@ -25,8 +25,10 @@ def match_count(classifier: nn.Module, outputs: Tensor, labels: Tensor) -> int:
 
     logits = classifier(outputs)
     if logits.shape[1] <= int(labels.max()):
-        raise VerificationError(f"the classifier has {logits.shape[1]} classes but the secret labels go up to "
-                                f"{int(labels.max())}: not the registered classifier")
+        raise VerificationError(
+            f"the classifier has {logits.shape[1]} classes but the secret labels go up to "
+            f"{int(labels.max())}: not the registered classifier"
+        )
     return int((logits.argmax(1) == labels).sum())
 
 
@@ -48,8 +50,10 @@ def binomial_threshold(n: int, p0: float, alpha: float) -> int:
     _check_probability("p0", p0)
     _check_probability("alpha", alpha)
     if binom.sf(n - 1, n, p0) > alpha:
-        raise ConfigError(f"N={n} fingerprints cannot reach alpha={alpha:g} at p0={p0:g}: even {n}/{n} matches is "
-                          f"not significant; use N >= {min_queries(p0, alpha)} (model.num_fingerprints)")
+        raise ConfigError(
+            f"N={n} fingerprints cannot reach alpha={alpha:g} at p0={p0:g}: even {n}/{n} matches is "
+            f"not significant; use N >= {min_queries(p0, alpha)} (model.num_fingerprints)"
+        )
     k = int(binom.isf(alpha, n, p0))  # a first guess near the answer; then step to the exact smallest k
     k = max(0, min(n, k))
     while k > 0 and binom.sf(k - 2, n, p0) <= alpha:
