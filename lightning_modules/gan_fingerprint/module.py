@@ -139,7 +139,7 @@ class GanModule(MethodModule):
 
 @register_method("gan_fingerprint", config=FingerprintConfig, datamodule=FingerprintDataModule)
 class FingerprintModule(MethodModule):
-    monitors = ("val/loss", "val/acc", "val/r_protected")
+    monitors = ("val/loss", "val/acc", "val/r_protected", "val/select")
     config_class = FingerprintConfig
 
     def __init__(self, config: dict, **data_kwargs: Any) -> None:
