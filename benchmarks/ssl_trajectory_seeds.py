@@ -27,7 +27,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ["pose_knn_layer3", "pose_knn_layer4", "pose_knn_pooled", "pose_knn_layer3_ood_pose",
            "pose_knn_pooled_ood_pose", "pose_knn_layer3_ood_category", "pose_knn_pooled_ood_category",
-           "sem_knn", "sem_linear"]
+           "sem_knn", "sem_linear", "rel_pose_layer3", "rel_pose_pooled", "rel_pose_layer3_ood_pose",
+           "rel_pose_layer3_ood_category"]
 
 
 def run_one(root: Path, seed: int, lam: float, epochs: int, extra: list[str]) -> dict:

@@ -12,8 +12,9 @@ members of every triplet; evaluation instances need only the centres `<pose>_<ta
 label is `<pose>`. Without a pose table the pose indices found are remapped to 0..P-1.
 
 Training batches carry **no labels**: (T1(x_C), T2(x_C), x_L, x_C, x_R), two augmentations of the centre
-for the semantic loss and the unaugmented triplet. Labelled views (category, pose) only appear in the
-evaluation loaders: the kNN bank (train instances), val, test, out-of-domain poses and categories.
+for the semantic loss and the unaugmented triplet. Labelled views (category, pose, instance, view vector)
+only appear in the evaluation loaders: the kNN bank (train instances), val, test, out-of-domain poses and
+categories.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ class View:
     path: str
     category: int  # index into the split's category list (in-domain or held-out)
     pose: int
-    instance: int
+    instance: int  # index into the split's instance list: unique within a split
+    direction: tuple[float, float, float] | None = None  # the unit view vector, when meta.json has the pose table
 
 
 @dataclass
@@ -204,7 +206,9 @@ def read_benchmark(root: Path, stored_size: int | None) -> BenchmarkIndex:
     views = {}
     for target, entries in raw.items():
         names = ood_categories if target.startswith("ood") else categories
-        views[target] = [View(path, names.index(cat), remap[pose], inst) for path, cat, pose, inst in entries]
+        views[target] = [View(path, names.index(cat), remap[pose], inst,
+                              None if poses is None else tuple(float(c) for c in poses[pose]))
+                         for path, cat, pose, inst in entries]
     views["ood_pose"] = _ood_pose_views(root, splits["test"], categories, poses, ood_poses)
     return BenchmarkIndex(root, categories, ood_categories, n_poses, triplets, views)
 
@@ -222,7 +226,8 @@ def _ood_pose_views(root: Path, test_names: list[str], categories: list[str], po
             path = folder / f"{index}.png"
             if not path.is_file():
                 raise DataError(f"{path} not found: ood_poses/ needs one view per out-of-domain pose in meta.json")
-            views.append(View(str(path), categories.index(name.split("/")[0]), int(labels[index]), instance))
+            views.append(View(str(path), categories.index(name.split("/")[0]), int(labels[index]), instance,
+                              tuple(float(c) for c in ood_poses[index])))
     return views
 
 
@@ -250,7 +255,11 @@ class TripletDataset(Dataset):
 
 
 class ViewDataset(Dataset):
-    """(image, category, pose, index): labelled views for kNN and probes; `index` de-duplicates DDP padding."""
+    """(image, category, pose, index, instance, view vector): labelled views for kNN and probes.
+
+    `index` de-duplicates DDP padding; `instance` and the view vector (NaN without a pose table) pair views
+    of one object for the relative-pose probe.
+    """
 
     def __init__(self, views: list[View], plain: T.Compose, stored_size: int | None) -> None:
         self.views, self.plain, self.stored_size = views, plain, stored_size
@@ -258,9 +267,10 @@ class ViewDataset(Dataset):
     def __len__(self) -> int:
         return len(self.views)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, int, int, torch.Tensor]:
         view = self.views[index]
-        return self.plain(_load(view.path, self.stored_size)), view.category, view.pose, index
+        direction = torch.tensor(view.direction if view.direction is not None else (float("nan"),) * 3)
+        return self.plain(_load(view.path, self.stored_size)), view.category, view.pose, index, view.instance, direction
 
 
 # --------------------------------------------------------------------------------------------------

@@ -100,7 +100,20 @@ def test_training_batches_are_five_image_tensors_and_nothing_else(bench: Path) -
     t1, t2, _, x_c, _ = batch
     assert not torch.equal(t1, x_c) and not torch.equal(t1, t2)  # semantic views are augmented, triplets are not
     val_batch = next(iter(dm.val_dataloader()[0]))
-    assert len(val_batch) == 4 and val_batch[1].dtype == torch.int64  # labels only in evaluation loaders
+    assert len(val_batch) == 6 and val_batch[1].dtype == torch.int64  # labels only in evaluation loaders
+
+
+def test_evaluation_views_carry_instance_and_view_vector(bench: Path) -> None:
+    dm = _datamodule(bench)
+    dm.setup("test")
+    meta = json.loads((bench / "meta.json").read_text())
+    poses, ood_poses = np.array(meta["poses"]), np.array(meta["ood_poses"])
+    _, _, pose, _, instance, direction = next(iter(dm.test_dataloader()[dm.eval_sets("test").index("bank")]))
+    np.testing.assert_allclose(direction.numpy(), poses[pose.numpy()], atol=1e-6)
+    assert instance.tolist() == [0, 0, 0, 0]  # the first train instance's first views
+    ood = dm.eval_datasets["ood_pose"]
+    np.testing.assert_allclose(np.stack([ood[i][5].numpy() for i in range(6)]), ood_poses, atol=1e-6)
+    assert [ood[i][2] for i in range(6)] == list(np.argmax(ood_poses @ poses.T, axis=1))  # the label: nearest pose
 
 
 def test_a_label_reaching_training_step_fails(bench: Path) -> None:

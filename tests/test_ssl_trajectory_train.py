@@ -1,5 +1,6 @@
 """ssl_trajectory end to end through train.py on a tiny rendered benchmark: metrics, the val-selected pose
-kNN grid, export; the paper config's one-line error; config errors; DDP against one process (slow)."""
+kNN grid, the relative-pose probe, what reaches W&B, export; the paper config's one-line error; config
+errors; DDP against one process (slow)."""
 
 from __future__ import annotations
 
@@ -29,9 +30,13 @@ TINY_RUN = [
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny run with the W&B offline logger (what a researcher would open)."""
     root = tmp_path_factory.mktemp("runs")
-    with pytest.warns(UserWarning, match=r"kNN k=100 is larger than the smallest per-category pose bank \(16"):
-        assert train_cli(*TINY_RUN, f"run.root={root}") == 0
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_MODE", "offline")
+        mp.delenv("WANDB_API_KEY", raising=False)
+        with pytest.warns(UserWarning, match=r"kNN k=100 is larger than the smallest per-category pose bank \(16"):
+            assert train_cli(*[a for a in TINY_RUN if a != "logger=csv"], "logger=wandb", f"run.root={root}") == 0
     return only_run_dir(root, "ssl_trajectory")
 
 
@@ -44,12 +49,17 @@ def test_metrics_grid_and_export(tiny_run: Path) -> None:
                 f"test/pose_knn_{layer}_ood_category"} <= logged
     assert {"train/loss", "train/sem_loss", "train/traj_loss_epoch", "train/vicreg_variance", "test/sem_knn",
             "test/sem_linear"} <= logged
+    for layer in ("layer3", "layer4", "pooled"):  # the relative-pose probe, in domain and out of domain
+        assert {f"test/rel_pose_{layer}", f"test/rel_pose_{layer}_ood_pose", f"test/rel_pose_{layer}_ood_category"} \
+            <= logged
     report = json.loads((tiny_run / "pose_knn_grid.json").read_text())
     layer3 = report["layers"]["layer3"]
     assert len(layer3["val"]) == len(report["grid"]) == 3 * 5 + 3  # k x T cosine + k euclidean
     best = layer3["selected_on_val"]
     assert layer3["val"][best] == max(layer3["val"].values())  # selected on val, reported on test
     assert report["metrics"]["test/pose_knn_layer3"] == layer3["test"][best]
+    assert report["metrics"]["test/rel_pose"] == report["metrics"]["test/rel_pose_layer3"]
+    assert set(report["relative_pose_majority_bin"]) == {"_test", "_ood_pose", "_ood_category"}
 
     from lightning_modules.ssl_trajectory.module import SSLTrajectoryModule
     from tenfold.export import load_export
@@ -61,6 +71,44 @@ def test_metrics_grid_and_export(tiny_run: Path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(exported(x), module.net.eval()(x), rtol=0, atol=1e-6)
         assert exported(x).shape == (2, 64)
+
+
+def test_wandb_panels_triplet_grid_layer_chart_and_loss_terms(tiny_run: Path) -> None:
+    """What reaches the dashboard: the triplet grid holds the rendered pixels, the per-layer chart is a real
+    picture, and the loss terms and per-layer accuracies are in the run's history."""
+    import numpy as np
+    from PIL import Image
+
+    from datamodules.ssl_trajectory import PoseBenchmarkDataModule
+    from tenfold.cli import load_config
+    from tenfold.media import MIN_SIDE
+
+    media = next(tiny_run.glob("wandb/offline-run-*/files/media/images"))
+    (grid,) = media.glob("train/triplets_*.png")
+    pixels = np.asarray(Image.open(grid).convert("RGB")).astype(int)
+    cfg = load_config([str(tiny_run / "config.yaml")], [])
+    data = PoseBenchmarkDataModule(cfg.data)
+    plain, side = data.plain_transform(), cfg.data.image_size
+    factor = -(-MIN_SIDE // side)
+    mean, std = torch.tensor(cfg.data.mean).view(3, 1, 1), torch.tensor(cfg.data.std).view(3, 1, 1)
+
+    def shown(path: str) -> np.ndarray:  # a view as the grid shows it: resized, de-normalised, upsampled
+        image = (plain(Image.open(path).convert("RGB")) * std + mean).clamp(0, 1)
+        return (image * 255).round().permute(1, 2, 0).numpy().astype(int).repeat(factor, 0).repeat(factor, 1)
+
+    tile = pixels[2:2 + side * factor, 2:2 + side * factor]  # the first tile: x_L of the first sample
+    lefts = [triplet[0] for triplet in data.index.triplets]
+    assert min(np.abs(tile - shown(path)).max() for path in lefts) <= 1
+    assert len(np.unique(tile)) > 8
+    rows = len(pixels) // (side * factor + 2 + 14)  # tiles with a 14-px caption, 2-px padding
+    assert rows == cfg.eval.triplet_examples  # one row (L, C, R, T1, T2) per example
+    (chart,) = media.glob("test/accuracy_per_layer_*.png")
+    assert len(np.unique(np.asarray(Image.open(chart).convert("L")))) > 16
+    (log,) = tiny_run.glob("wandb/offline-run-*/run-*.wandb")
+    records = log.read_bytes()  # history rows are protobuf records: their keys appear verbatim
+    for key in ("train/traj_loss", "train/sem_loss", "train/vicreg_invariance", "train/vicreg_covariance",
+                "val/pose_knn_layer3", "val/pose_knn_layer4", "val/pose_knn_pooled", "test/rel_pose_layer3"):
+        assert key.encode() in records, key
 
 
 def _one_error_line(capsys: pytest.CaptureFixture, code: int) -> str:

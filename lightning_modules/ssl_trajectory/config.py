@@ -73,6 +73,11 @@ class EvalConfig:
     online_temperature: float = 0.1
     semantic_k: int = 20
     probe_steps: int = 200
+    # Relative pose (paper §2.5): a linear probe on concatenated pair features -> one of rel_pose_bins bins;
+    # rel_pose_pairs pairs of views of one instance are drawn from the bank (training) and from each test set.
+    relative_pose: bool = True
+    rel_pose_bins: int = 50
+    rel_pose_pairs: int = 4096
     triplet_examples: int = 6  # triplets shown once on the dashboards
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -81,13 +82,13 @@ def select_on_val(val_accuracy: dict[KnnSetting, float]) -> KnnSetting:
     return max(val_accuracy, key=lambda s: (val_accuracy[s], -list(val_accuracy).index(s)))
 
 
-def linear_probe_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, num_classes: int,
-                          steps: int = 200, lr: float = 0.05, seed: int = 0) -> float:
-    """Full-batch multinomial logistic regression on standardised frozen features; test top-1."""
+def fit_linear_probe(train_x: Tensor, train_y: Tensor, num_classes: int, steps: int = 200, lr: float = 0.05,
+                     seed: int = 0) -> Callable[[Tensor], Tensor]:
+    """Full-batch multinomial logistic regression on standardised frozen features; returns x -> predicted labels."""
     with torch.inference_mode(False), torch.enable_grad():
-        train_x, test_x = train_x.clone().float(), test_x.clone().float()
+        train_x = train_x.clone().float()
         mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-        train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+        train_x = (train_x - mean) / std
         generator = torch.Generator().manual_seed(seed)
         probe = nn.Linear(train_x.shape[1], num_classes).to(train_x.device)
         with torch.no_grad():
@@ -98,5 +99,16 @@ def linear_probe_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test
             optimizer.zero_grad()
             F.cross_entropy(probe(train_x), train_y.clone()).backward()
             optimizer.step()
+
+    def predict(x: Tensor) -> Tensor:
         with torch.no_grad():
-            return float((probe(test_x).argmax(1) == test_y).float().mean())
+            return probe((x.float() - mean) / std).argmax(1)
+
+    return predict
+
+
+def linear_probe_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, num_classes: int,
+                          steps: int = 200, lr: float = 0.05, seed: int = 0) -> float:
+    """Test top-1 of `fit_linear_probe`."""
+    predict = fit_linear_probe(train_x, train_y, num_classes, steps, lr, seed)
+    return float((predict(test_x) == test_y).float().mean())

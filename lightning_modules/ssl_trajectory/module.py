@@ -3,7 +3,8 @@ trajectory loss on the unaugmented (L, C, R) triplet; frozen-feature pose/semant
 
 Training steps see five image tensors and no labels. Validation runs the online evaluation every epoch
 (fixed kNN setting, detached features); test runs the offline protocol: pose kNN per category on each
-layer with (k, metric, T) selected on the validation split, the full grid written to pose_knn_grid.json.
+layer with (k, metric, T) selected on the validation split, the full grid written to pose_knn_grid.json, and
+the relative-pose probe on pairs of views (relative_pose.py).
 Feature banks are gathered from every DDP rank and de-duplicated by dataset index, so the accuracies
 equal those of one process.
 """
@@ -38,9 +39,10 @@ from lightning_modules.ssl_trajectory.net import (
     load_imagenet_init,
     patch_norm,
 )
+from lightning_modules.ssl_trajectory.relative_pose import relative_pose_accuracy
 from lightning_modules.ssl_trajectory.trajectory_loss import trajectory_loss
 from tenfold.errors import CheckpointError, ConfigError
-from tenfold.media import has_media_logger, log_image_grid
+from tenfold.media import figure_image, has_media_logger, log_image, log_image_grid, pyplot
 from tenfold.method import MethodModule
 from tenfold.registry import register_method
 
@@ -160,9 +162,9 @@ class SSLTrajectoryModule(MethodModule):
         return layers + ([] if self.cfg.eval.monitor_layer.value in layers else [self.cfg.eval.monitor_layer.value])
 
     def _collect(self, batch: Any, set_name: str) -> None:
-        images, category, pose, index = batch
+        images, category, pose, index, instance, direction = batch
         feats = self.net.features(images)
-        row = {"category": category, "pose": pose, "index": index}
+        row = {"category": category, "pose": pose, "index": index, "instance": instance, "direction": direction}
         for layer in self._layers():
             row[layer] = feats[layer].float() if layer == "pooled" else patch_norm(feats[layer].float())
         store = self._features.setdefault(set_name, {})
@@ -247,12 +249,37 @@ class SSLTrajectoryModule(MethodModule):
                                        "test": {s.name: a for s, a in test.items()}}
         metrics["test/pose_knn"] = metrics[f"test/pose_knn_{e.monitor_layer.value}"]
         metrics.update({f"test/{k}": v for k, v in self._semantic(sets, "test", e.semantic_k).items()})
+        if e.relative_pose:
+            metrics.update(self._relative_pose(sets, report))
         self.log_dict(metrics, sync_dist=True)
         if self.trainer.is_global_zero:
+            self._log_layer_panel(metrics)
             report["metrics"] = metrics
             path = self.run_dir / "pose_knn_grid.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(report, indent=1))
+
+    def _relative_pose(self, sets: dict, report: dict) -> dict[str, float]:
+        """test/rel_pose_<layer>[_ood_pose|_ood_category]: the pair probe trained on bank pairs (relative_pose.py)."""
+        e = self.cfg.eval
+        queries = {"": "test", "_ood_pose": "ood_pose", "_ood_category": "ood_test"}
+        queries = {suffix: name for suffix, name in queries.items() if name in sets}
+        if not all(torch.isfinite(sets[name]["direction"]).all() for name in ["bank", *queries.values()]):
+            rank_zero_info("relative pose: skipped (no pose table in meta.json, so the view vectors are unknown)")
+            return {}
+        metrics: dict[str, float] = {}
+        for layer in self._layers():
+            def triple(name: str, layer: str = layer) -> tuple[Tensor, Tensor, Tensor]:
+                return sets[name][layer], sets[name]["direction"], sets[name]["instance"]
+
+            accuracy, majority = relative_pose_accuracy(
+                triple("bank"), {suffix: triple(name) for suffix, name in queries.items()}, e.rel_pose_pairs,
+                e.rel_pose_bins, e.probe_steps, self.cfg.seed)
+            metrics.update({f"test/rel_pose_{layer}{suffix}": value for suffix, value in accuracy.items()})
+            report.setdefault("relative_pose_majority_bin", {k or "_test": v for k, v in majority.items()})
+        if f"test/rel_pose_{e.monitor_layer.value}" in metrics:
+            metrics["test/rel_pose"] = metrics[f"test/rel_pose_{e.monitor_layer.value}"]
+        return metrics
 
     def _warn_k(self, sets: dict) -> None:
         counts = sets["bank"]["category"].unique(return_counts=True)[1]
@@ -272,6 +299,27 @@ class SSLTrajectoryModule(MethodModule):
                 images.append((batch[i] * std + mean).clamp(0, 1))
                 captions.append(name)
         log_image_grid(self.loggers, "train/triplets", images, self.global_step, captions, nrow=5)
+
+    def _log_layer_panel(self, metrics: dict[str, float]) -> None:
+        """test/accuracy_per_layer: one bar chart of pose kNN (in-domain, OOD poses, OOD categories) and
+        relative pose for each layer."""
+        if not has_media_logger(self.loggers):
+            return
+        layers = self._layers()
+        panels = (("pose kNN", "pose_knn", ""), ("pose kNN, OOD poses", "pose_knn", "_ood_pose"),
+                  ("pose kNN, OOD categories", "pose_knn", "_ood_category"), ("relative pose", "rel_pose", ""))
+        series = {name: [metrics.get(f"test/{kind}_{layer}{suffix}", float("nan")) * 100 for layer in layers]
+                  for name, kind, suffix in panels}
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        width = 0.8 / len(series)
+        for n, (name, values) in enumerate(series.items()):
+            ax.bar([i + (n - (len(series) - 1) / 2) * width for i in range(len(layers))], values, width, label=name)
+        ax.set_xticks(range(len(layers)), layers)
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"frozen features per layer (chance: pose {100 / self.n_poses:.0f}%)")
+        ax.legend(fontsize=7)
+        log_image(self.loggers, "test/accuracy_per_layer", figure_image(fig), self.global_step)
 
     # ---- export: the backbone (pooled feature out); the projector is training-only
 

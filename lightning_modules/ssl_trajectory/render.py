@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lightning_modules.ssl_trajectory.poses import fibonacci_sphere
+from lightning_modules.ssl_trajectory.poses import camera_up, fibonacci_sphere
 from tenfold.errors import ConfigError
 
 # Real meshes bundled with pybullet_data (paths relative to pybullet_data.getDataPath()).
@@ -101,8 +101,7 @@ class MeshRenderer:
         """(size, size, 3) uint8 image of the loaded instance seen from unit vector `view`."""
         p = self.p
         view = np.asarray(view, dtype=np.float64)
-        if up is None:  # world y up, unless the camera looks along it
-            up = np.array([0.0, 1.0, 0.0]) if abs(view[1]) < 0.999 else np.array([0.0, 0.0, 1.0])
+        up = camera_up(view) if up is None else up  # world y up, unless the camera looks along it
         eye = self.centre + DISTANCE * self.radius * view
         view_matrix = p.computeViewMatrix(eye.tolist(), self.centre.tolist(), np.asarray(up).tolist(),
                                           physicsClientId=self.client)
@@ -132,7 +131,7 @@ def find_symmetry(renderer: MeshRenderer, instance: Instance, tol: float = 0.01,
     """
     renderer.load(instance)
     views = fibonacci_sphere(n_views)
-    ups = [np.array([0.0, 1.0, 0.0]) if abs(v[1]) < 0.999 else np.array([0.0, 0.0, 1.0]) for v in views]
+    ups = [camera_up(v) for v in views]
     base = [renderer.render(v, u).astype(np.float32) / 255 for v, u in zip(views, ups)]
     for axis, name in enumerate("xyz"):
         for degrees in SYMMETRY_ANGLES:
