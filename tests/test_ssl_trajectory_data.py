@@ -18,8 +18,18 @@ from datamodules.ssl_trajectory_generate import GeneratorConfig, generate, refus
 from lightning_modules.ssl_trajectory.poses import angle_deg, fibonacci_sphere
 from tenfold.errors import ConfigError, DataError
 
-TINY = dict(categories=["duck", "bunny"], ood_categories=["torus"], train_instances=2, val_instances=1,
-            test_instances=1, ood_bank_instances=1, ood_test_instances=1, n_poses=8, n_ood_poses=6, render_size=32)
+TINY = dict(
+    categories=["duck", "bunny"],
+    ood_categories=["torus"],
+    train_instances=2,
+    val_instances=1,
+    test_instances=1,
+    ood_bank_instances=1,
+    ood_test_instances=1,
+    n_poses=8,
+    n_ood_poses=6,
+    render_size=32,
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +61,9 @@ def test_layout_counts_and_labels(bench: Path) -> None:
 def test_triplet_renders_follow_the_reflected_poses(bench: Path) -> None:
     # The centre view of a triplet is the Fib pose itself: it equals the evaluation render of that pose
     # for the same object, and the left/right views differ from it.
-    left, centre, right = (np.asarray(Image.open(bench / "views" / "duck" / "train000" / f"3_t_{k}.png"))
-                           for k in range(3))
+    left, centre, right = (
+        np.asarray(Image.open(bench / "views" / "duck" / "train000" / f"3_t_{k}.png")) for k in range(3)
+    )
     assert np.abs(left.astype(int) - centre).mean() > 1 and np.abs(right.astype(int) - centre).mean() > 1
     assert centre.shape == (32, 32, 3) and centre[0, 0].tolist() == [0, 0, 0]  # black background
     poses = fibonacci_sphere(8)
@@ -86,8 +97,15 @@ def test_unknown_mesh_is_a_config_error() -> None:
 
 
 def _datamodule(bench: Path, **overrides) -> PoseBenchmarkDataModule:
-    cfg = PoseDataConfig(source=PoseDataSource.folder, root=str(bench), stored_size=32, image_size=16,
-                         batch_size_per_device=4, num_workers=0, **overrides)
+    cfg = PoseDataConfig(
+        source=PoseDataSource.folder,
+        root=str(bench),
+        stored_size=32,
+        image_size=16,
+        batch_size_per_device=4,
+        num_workers=0,
+        **overrides,
+    )
     return PoseBenchmarkDataModule(cfg)
 
 
@@ -176,8 +194,7 @@ def test_missing_triplet_member(bench: Path, tmp_path: Path) -> None:
 
 def test_wrong_image_size(bench: Path) -> None:
     with pytest.raises(DataError) as exc:
-        _datamodule(bench, ).__class__(PoseDataConfig(source=PoseDataSource.folder, root=str(bench),
-                                                      stored_size=128)).check()
+        PoseBenchmarkDataModule(PoseDataConfig(source=PoseDataSource.folder, root=str(bench), stored_size=128)).check()
     assert "is 32x32 but data.stored_size=128" in _one_line(exc)
 
 

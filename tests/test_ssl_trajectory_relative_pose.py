@@ -24,8 +24,9 @@ def test_camera_rotation_is_the_renderers_look_at_camera() -> None:
     client = p.connect(p.DIRECT)
     try:
         for view in fibonacci_sphere(12):
-            matrix = p.computeViewMatrix((3 * view).tolist(), [0, 0, 0], camera_up(view).tolist(),
-                                         physicsClientId=client)
+            matrix = p.computeViewMatrix(
+                (3 * view).tolist(), [0, 0, 0], camera_up(view).tolist(), physicsClientId=client
+            )
             world_to_camera = np.array(matrix).reshape(4, 4).T[:3, :3]  # pybullet is column-major
             np.testing.assert_allclose(camera_rotation(view)[0], world_to_camera, atol=1e-6)
     finally:
@@ -63,8 +64,10 @@ def test_pairs_are_two_different_views_of_one_instance() -> None:
     assert torch.equal(first, again[0]) and torch.equal(second, again[1])
     assert [len(x) for x in sample_pairs(torch.tensor([1, 2, 3]), 10, seed=0)] == [0, 0]
     directions = torch.from_numpy(fibonacci_sphere(10))
-    np.testing.assert_array_equal(pair_labels(directions, first, second, 50).numpy(),
-                                  relative_pose_bins(directions[first].numpy(), directions[second].numpy()))
+    np.testing.assert_array_equal(
+        pair_labels(directions, first, second, 50).numpy(),
+        relative_pose_bins(directions[first].numpy(), directions[second].numpy()),
+    )
 
 
 def _views(instances: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,8 +89,13 @@ def test_probe_reads_relative_pose_from_pose_features_and_not_from_noise() -> No
     scores = {}
     for name, features in (("pose", informative), ("noise", noise)):
         accuracy, majority = relative_pose_accuracy(
-            (features(bank_dir), bank_dir, bank_inst), {"test": (features(test_dir), test_dir, test_inst)},
-            n_pairs=1024, n_bins=50, steps=100, seed=0)
+            (features(bank_dir), bank_dir, bank_inst),
+            {"test": (features(test_dir), test_dir, test_inst)},
+            n_pairs=1024,
+            n_bins=50,
+            steps=100,
+            seed=0,
+        )
         scores[name] = accuracy["test"]
     assert majority["test"] < 0.05  # 50 nearly balanced bins
     assert scores["pose"] > 3 * majority["test"] and scores["noise"] < 2 * majority["test"]

@@ -15,16 +15,34 @@ import torch
 from conftest import only_run_dir, train_cli, train_subprocess
 
 TINY_DATA = [
-    "data.generate.categories=[duck,bunny]", "data.generate.ood_categories=[torus]",
-    "data.generate.train_instances=2", "data.generate.val_instances=1", "data.generate.test_instances=1",
-    "data.generate.ood_bank_instances=1", "data.generate.ood_test_instances=1", "data.generate.n_poses=8",
-    "data.generate.n_ood_poses=6", "data.generate.render_size=32",
+    "data.generate.categories=[duck,bunny]",
+    "data.generate.ood_categories=[torus]",
+    "data.generate.train_instances=2",
+    "data.generate.val_instances=1",
+    "data.generate.test_instances=1",
+    "data.generate.ood_bank_instances=1",
+    "data.generate.ood_test_instances=1",
+    "data.generate.n_poses=8",
+    "data.generate.n_ood_poses=6",
+    "data.generate.render_size=32",
 ]
 TINY_RUN = [
-    "--config", "configs/demo/ssl_trajectory.yaml", *TINY_DATA, "logger=csv", "export.onnx=false",
-    "model.backbone.width=8", "model.projector_hidden_dim=32", "model.projector_out_dim=32", "eval.ks=[1,3,100]",
-    "eval.probe_steps=20", "data.batch_size_per_device=8", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-    "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+    "--config",
+    "configs/demo/ssl_trajectory.yaml",
+    *TINY_DATA,
+    "logger=csv",
+    "export.onnx=false",
+    "model.backbone.width=8",
+    "model.projector_hidden_dim=32",
+    "model.projector_out_dim=32",
+    "eval.ks=[1,3,100]",
+    "eval.probe_steps=20",
+    "data.batch_size_per_device=8",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
 ]
 
 
@@ -45,13 +63,26 @@ def test_metrics_grid_and_export(tiny_run: Path) -> None:
         rows = list(csv.DictReader(fh))
     logged = {key for row in rows for key, value in row.items() if value}
     for layer in ("layer3", "layer4", "pooled"):
-        assert {f"val/pose_knn_{layer}", f"test/pose_knn_{layer}", f"test/pose_knn_{layer}_ood_pose",
-                f"test/pose_knn_{layer}_ood_category"} <= logged
-    assert {"train/loss", "train/sem_loss", "train/traj_loss_epoch", "train/vicreg_variance", "test/sem_knn",
-            "test/sem_linear"} <= logged
+        assert {
+            f"val/pose_knn_{layer}",
+            f"test/pose_knn_{layer}",
+            f"test/pose_knn_{layer}_ood_pose",
+            f"test/pose_knn_{layer}_ood_category",
+        } <= logged
+    assert {
+        "train/loss",
+        "train/sem_loss",
+        "train/traj_loss_epoch",
+        "train/vicreg_variance",
+        "test/sem_knn",
+        "test/sem_linear",
+    } <= logged
     for layer in ("layer3", "layer4", "pooled"):  # the relative-pose probe, in domain and out of domain
-        assert {f"test/rel_pose_{layer}", f"test/rel_pose_{layer}_ood_pose", f"test/rel_pose_{layer}_ood_category"} \
-            <= logged
+        assert {
+            f"test/rel_pose_{layer}",
+            f"test/rel_pose_{layer}_ood_pose",
+            f"test/rel_pose_{layer}_ood_category",
+        } <= logged
     report = json.loads((tiny_run / "pose_knn_grid.json").read_text())
     layer3 = report["layers"]["layer3"]
     assert len(layer3["val"]) == len(report["grid"]) == 3 * 5 + 3  # k x T cosine + k euclidean
@@ -96,7 +127,7 @@ def test_wandb_panels_triplet_grid_layer_chart_and_loss_terms(tiny_run: Path) ->
         image = (plain(Image.open(path).convert("RGB")) * std + mean).clamp(0, 1)
         return (image * 255).round().permute(1, 2, 0).numpy().astype(int).repeat(factor, 0).repeat(factor, 1)
 
-    tile = pixels[2:2 + side * factor, 2:2 + side * factor]  # the first tile: x_L of the first sample
+    tile = pixels[2 : 2 + side * factor, 2 : 2 + side * factor]  # the first tile: x_L of the first sample
     lefts = [triplet[0] for triplet in data.index.triplets]
     assert min(np.abs(tile - shown(path)).max() for path in lefts) <= 1
     assert len(np.unique(tile)) > 8
@@ -106,8 +137,16 @@ def test_wandb_panels_triplet_grid_layer_chart_and_loss_terms(tiny_run: Path) ->
     assert len(np.unique(np.asarray(Image.open(chart).convert("L")))) > 16
     (log,) = tiny_run.glob("wandb/offline-run-*/run-*.wandb")
     records = log.read_bytes()  # history rows are protobuf records: their keys appear verbatim
-    for key in ("train/traj_loss", "train/sem_loss", "train/vicreg_invariance", "train/vicreg_covariance",
-                "val/pose_knn_layer3", "val/pose_knn_layer4", "val/pose_knn_pooled", "test/rel_pose_layer3"):
+    for key in (
+        "train/traj_loss",
+        "train/sem_loss",
+        "train/vicreg_invariance",
+        "train/vicreg_covariance",
+        "val/pose_knn_layer3",
+        "val/pose_knn_layer4",
+        "val/pose_knn_pooled",
+        "test/rel_pose_layer3",
+    ):
         assert key.encode() in records, key
 
 
@@ -119,19 +158,24 @@ def _one_error_line(capsys: pytest.CaptureFixture, code: int) -> str:
 
 
 def test_paper_config_needs_the_data_root(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    line = _one_error_line(capsys, train_cli("--config", "configs/ssl_trajectory.yaml", f"run.root={tmp_path}",
-                                             "logger=none"))
+    line = _one_error_line(
+        capsys, train_cli("--config", "configs/ssl_trajectory.yaml", f"run.root={tmp_path}", "logger=none")
+    )
     assert "data.root is not set" in line and "ShapeNet" in line
 
 
-@pytest.mark.parametrize("override, message", [
-    ("model.traj_lambda=-0.1", "model.traj_lambda=-0.1 is negative"),
-    ("data.batch_size_per_device=1", "model.loss=vicreg needs data.batch_size_per_device >= 2"),
-    ("data.generate.categories=[duck,sphere]", "'sphere' looks the same after"),
-    ("model.traj_layer=layer5", "expected FeatureLayer: one of pooled, layer3, layer4"),
-])
-def test_bad_config_values_fail_in_one_line(override: str, message: str, tmp_path: Path,
-                                            capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.traj_lambda=-0.1", "model.traj_lambda=-0.1 is negative"),
+        ("data.batch_size_per_device=1", "model.loss=vicreg needs data.batch_size_per_device >= 2"),
+        ("data.generate.categories=[duck,sphere]", "'sphere' looks the same after"),
+        ("model.traj_layer=layer5", "expected FeatureLayer: one of pooled, layer3, layer4"),
+    ],
+)
+def test_bad_config_values_fail_in_one_line(
+    override: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     args = [a for a in TINY_RUN if not a.startswith("data.batch_size_per_device")]
     line = _one_error_line(capsys, train_cli(*args, f"run.root={tmp_path}", override))
     assert message in line
@@ -158,7 +202,8 @@ def _loss_worker(rank: int, world: int, port: int, out: str) -> None:
     x = [torch.randn(32, 24, generator=g) for _ in range(3)]
     part = slice(rank * 32 // world, (rank + 1) * 32 // world)
     loss = VICRegLoss(25, 50, 1, gather_distributed=True)(z1[part], z2[part]) + 0.2 * trajectory_loss(
-        *(v[part] for v in x))
+        *(v[part] for v in x)
+    )
     dist.all_reduce(loss)
     torch.save(loss / world, f"{out}.{world}.{rank}")
     dist.destroy_process_group()
@@ -182,9 +227,15 @@ def test_loss_with_two_processes_matches_one(tmp_path: Path) -> None:
 @pytest.mark.distributed
 def test_ddp_knn_accuracy_matches_one_process(tmp_path: Path) -> None:
     args = list(TINY_RUN)
-    proc = train_subprocess(*args, f"run.root={tmp_path}", "trainer.strategy=ddp",
-                            "trainer.devices=2", "trainer.accelerator=cpu", "data.eval_batch_size_per_device=7",
-                            env={"OMP_NUM_THREADS": "1"})
+    proc = train_subprocess(
+        *args,
+        f"run.root={tmp_path}",
+        "trainer.strategy=ddp",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        "data.eval_batch_size_per_device=7",
+        env={"OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = only_run_dir(tmp_path, "ssl_trajectory")
     ddp = json.loads((run / "pose_knn_grid.json").read_text())["metrics"]
@@ -196,8 +247,9 @@ def test_ddp_knn_accuracy_matches_one_process(tmp_path: Path) -> None:
     from lightning_modules.ssl_trajectory.module import SSLTrajectoryModule
 
     module = SSLTrajectoryModule.load_from_checkpoint(run / "checkpoints" / "best.ckpt", weights_only=True)
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        default_root_dir=tmp_path / "single")
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, default_root_dir=tmp_path / "single"
+    )
     trainer.test(module, datamodule=PoseBenchmarkDataModule(module.cfg.data), weights_only=True)
     single = {k: float(v) for k, v in trainer.callback_metrics.items()}
     # Banks gathered from both ranks and de-duplicated by index: equal up to float summation order.

@@ -51,22 +51,31 @@ def validate(cfg: SSLTrajectoryConfig) -> None:
     """Config values that make the objective undefined, one line each."""
     m = cfg.model
     if m.traj_lambda < 0:
-        raise ConfigError(f"model.traj_lambda={m.traj_lambda} is negative: a negative weight rewards folded "
-                          "triplets; use 0 (off) or a positive weight (paper: 0.2)")
+        raise ConfigError(
+            f"model.traj_lambda={m.traj_lambda} is negative: a negative weight rewards folded "
+            "triplets; use 0 (off) or a positive weight (paper: 0.2)"
+        )
     if m.loss in (SSLLoss.vicreg, SSLLoss.simclr) and cfg.data.batch_size_per_device < 2:
-        raise ConfigError(f"model.loss={m.loss.value} needs data.batch_size_per_device >= 2 (got "
-                          f"{cfg.data.batch_size_per_device}): the batch variance/negatives are undefined for one view")
+        raise ConfigError(
+            f"model.loss={m.loss.value} needs data.batch_size_per_device >= 2 (got "
+            f"{cfg.data.batch_size_per_device}): the batch variance/negatives are undefined for one view"
+        )
     if not cfg.eval.ks or min(cfg.eval.ks) < 1 or cfg.eval.online_k < 1:
         raise ConfigError("eval.ks and eval.online_k must be positive integers")
 
 
 def unlabelled_views(batch: Any) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(T1, T2, L, C, R) image batches; anything else (a label, a pose index) is refused."""
-    ok = (isinstance(batch, (tuple, list)) and len(batch) == 5
-          and all(torch.is_tensor(x) and x.is_floating_point() and x.ndim == 4 for x in batch))
+    ok = (
+        isinstance(batch, (tuple, list))
+        and len(batch) == 5
+        and all(torch.is_tensor(x) and x.is_floating_point() and x.ndim == 4 for x in batch)
+    )
     if not ok:
-        raise TypeError("ssl_trajectory training batches must be exactly five float image batches "
-                        "(T1, T2, x_L, x_C, x_R) with no labels")
+        raise TypeError(
+            "ssl_trajectory training batches must be exactly five float image batches "
+            "(T1, T2, x_L, x_C, x_R) with no labels"
+        )
     return tuple(batch)
 
 
@@ -74,10 +83,23 @@ def unlabelled_views(batch: Any) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor
 class SSLTrajectoryModule(MethodModule):
     config_class = SSLTrajectoryConfig
 
-    def __init__(self, config: dict, categories: list[str], ood_categories: list[str], n_poses: int,
-                 val_sets: list[str], test_sets: list[str]) -> None:
-        super().__init__(config, categories=categories, ood_categories=ood_categories, n_poses=n_poses,
-                         val_sets=val_sets, test_sets=test_sets)
+    def __init__(
+        self,
+        config: dict,
+        categories: list[str],
+        ood_categories: list[str],
+        n_poses: int,
+        val_sets: list[str],
+        test_sets: list[str],
+    ) -> None:
+        super().__init__(
+            config,
+            categories=categories,
+            ood_categories=ood_categories,
+            n_poses=n_poses,
+            val_sets=val_sets,
+            test_sets=test_sets,
+        )
         validate(self.cfg)
         m = self.cfg.model
         self.categories, self.ood_categories, self.n_poses = list(categories), list(ood_categories), n_poses
@@ -85,17 +107,25 @@ class SSLTrajectoryModule(MethodModule):
         self.net = build_backbone(m.backbone.width, m.backbone.blocks)
         if m.backbone.imagenet_init:
             if not Path(m.backbone.imagenet_init).is_file():
-                raise CheckpointError(f"model.backbone.imagenet_init={m.backbone.imagenet_init} not found: point it "
-                                      "at torchvision's resnet18-f37072fd.pth, or null to train from scratch")
+                raise CheckpointError(
+                    f"model.backbone.imagenet_init={m.backbone.imagenet_init} not found: point it "
+                    "at torchvision's resnet18-f37072fd.pth, or null to train from scratch"
+                )
             rank_zero_info("model.backbone.imagenet_init: starting from SUPERVISED ImageNet weights (not the paper)")
             load_imagenet_init(self.net, m.backbone.imagenet_init)
-        self.projector = build_projector(m.loss.value, self.net.feature_dim, m.projector_hidden_dim,
-                                         m.projector_out_dim)
-        self.predictor = build_predictor(m.projector_out_dim, m.predictor_hidden_dim) if m.loss is SSLLoss.simsiam \
-            else None
+        self.projector = build_projector(
+            m.loss.value, self.net.feature_dim, m.projector_hidden_dim, m.projector_out_dim
+        )
+        self.predictor = (
+            build_predictor(m.projector_out_dim, m.predictor_hidden_dim) if m.loss is SSLLoss.simsiam else None
+        )
         if m.loss is SSLLoss.vicreg:
-            self.ssl_loss = VICRegLoss(m.vicreg_invariance, m.vicreg_variance * (2 if m.variance_sum else 1),
-                                       m.vicreg_covariance, gather_distributed=True)
+            self.ssl_loss = VICRegLoss(
+                m.vicreg_invariance,
+                m.vicreg_variance * (2 if m.variance_sum else 1),
+                m.vicreg_covariance,
+                gather_distributed=True,
+            )
         elif m.loss is SSLLoss.simclr:
             self.ssl_loss = NTXentLoss(temperature=m.simclr_temperature, gather_distributed=True)
         else:
@@ -119,9 +149,11 @@ class SSLTrajectoryModule(MethodModule):
             loss = self.ssl_loss(z1, z2)
         if self.cfg.model.loss is SSLLoss.vicreg:
             with torch.no_grad():  # the three terms, unweighted and rank-local, for the dashboards
-                terms = {"invariance": invariance_loss(z1, z2),
-                         "variance": 0.5 * (variance_loss(z1) + variance_loss(z2)),
-                         "covariance": covariance_loss(z1) + covariance_loss(z2)}
+                terms = {
+                    "invariance": invariance_loss(z1, z2),
+                    "variance": 0.5 * (variance_loss(z1) + variance_loss(z2)),
+                    "covariance": covariance_loss(z1) + covariance_loss(z2),
+                }
         return loss, terms
 
     def trajectory_term(self, x_l: Tensor, x_c: Tensor, x_r: Tensor) -> Tensor:
@@ -201,16 +233,32 @@ class SSLTrajectoryModule(MethodModule):
 
     def _pose_accuracy(self, sets: dict, bank: str, query: str, layer: str, setting: KnnSetting) -> float:
         b, q = sets[bank], sets[query]
-        return per_group_accuracy(b[layer], b["pose"], b["category"], q[layer], q["pose"], q["category"],
-                                  self.n_poses, setting)
+        return per_group_accuracy(
+            b[layer], b["pose"], b["category"], q[layer], q["pose"], q["category"], self.n_poses, setting
+        )
 
     def _semantic(self, sets: dict, query: str, k: int) -> dict[str, float]:
         b, q = sets["bank"], sets[query]
         setting = KnnSetting(min(k, len(b["pooled"])), "cosine", 0.1)
-        knn = per_group_accuracy(b["pooled"], b["category"], torch.zeros_like(b["category"]), q["pooled"],
-                                 q["category"], torch.zeros_like(q["category"]), len(self.categories), setting)
-        probe = linear_probe_accuracy(b["pooled"], b["category"], q["pooled"], q["category"], len(self.categories),
-                                      steps=self.cfg.eval.probe_steps, seed=self.cfg.seed)
+        knn = per_group_accuracy(
+            b["pooled"],
+            b["category"],
+            torch.zeros_like(b["category"]),
+            q["pooled"],
+            q["category"],
+            torch.zeros_like(q["category"]),
+            len(self.categories),
+            setting,
+        )
+        probe = linear_probe_accuracy(
+            b["pooled"],
+            b["category"],
+            q["pooled"],
+            q["category"],
+            len(self.categories),
+            steps=self.cfg.eval.probe_steps,
+            seed=self.cfg.seed,
+        )
         return {"sem_knn": knn, "sem_linear": probe}
 
     def on_validation_epoch_end(self) -> None:
@@ -219,8 +267,9 @@ class SSLTrajectoryModule(MethodModule):
             return
         e = self.cfg.eval
         online = KnnSetting(e.online_k, "cosine", e.online_temperature)
-        metrics = {f"val/pose_knn_{layer}": self._pose_accuracy(sets, "bank", "val", layer, online)
-                   for layer in self._layers()}
+        metrics = {
+            f"val/pose_knn_{layer}": self._pose_accuracy(sets, "bank", "val", layer, online) for layer in self._layers()
+        }
         metrics["val/pose_knn"] = metrics[f"val/pose_knn_{e.monitor_layer.value}"]
         metrics.update({f"val/{k}": v for k, v in self._semantic(sets, "val", e.semantic_k).items()})
         # The same numbers on every rank (gathered banks); the sync only keeps Lightning's epoch logging uniform.
@@ -244,9 +293,13 @@ class SSLTrajectoryModule(MethodModule):
                 metrics[f"test/pose_knn_{layer}_ood_pose"] = self._pose_accuracy(sets, "bank", "ood_pose", layer, best)
             if {"ood_bank", "ood_test"} <= set(sets):
                 metrics[f"test/pose_knn_{layer}_ood_category"] = self._pose_accuracy(
-                    sets, "ood_bank", "ood_test", layer, best)
-            report["layers"][layer] = {"selected_on_val": best.name, "val": {s.name: a for s, a in val.items()},
-                                       "test": {s.name: a for s, a in test.items()}}
+                    sets, "ood_bank", "ood_test", layer, best
+                )
+            report["layers"][layer] = {
+                "selected_on_val": best.name,
+                "val": {s.name: a for s, a in val.items()},
+                "test": {s.name: a for s, a in test.items()},
+            }
         metrics["test/pose_knn"] = metrics[f"test/pose_knn_{e.monitor_layer.value}"]
         metrics.update({f"test/{k}": v for k, v in self._semantic(sets, "test", e.semantic_k).items()})
         if e.relative_pose:
@@ -269,12 +322,18 @@ class SSLTrajectoryModule(MethodModule):
             return {}
         metrics: dict[str, float] = {}
         for layer in self._layers():
+
             def triple(name: str, layer: str = layer) -> tuple[Tensor, Tensor, Tensor]:
                 return sets[name][layer], sets[name]["direction"], sets[name]["instance"]
 
             accuracy, majority = relative_pose_accuracy(
-                triple("bank"), {suffix: triple(name) for suffix, name in queries.items()}, e.rel_pose_pairs,
-                e.rel_pose_bins, e.probe_steps, self.cfg.seed)
+                triple("bank"),
+                {suffix: triple(name) for suffix, name in queries.items()},
+                e.rel_pose_pairs,
+                e.rel_pose_bins,
+                e.probe_steps,
+                self.cfg.seed,
+            )
             metrics.update({f"test/rel_pose_{layer}{suffix}": value for suffix, value in accuracy.items()})
             report.setdefault("relative_pose_majority_bin", {k or "_test": v for k, v in majority.items()})
         if f"test/rel_pose_{e.monitor_layer.value}" in metrics:
@@ -306,10 +365,16 @@ class SSLTrajectoryModule(MethodModule):
         if not has_media_logger(self.loggers):
             return
         layers = self._layers()
-        panels = (("pose kNN", "pose_knn", ""), ("pose kNN, OOD poses", "pose_knn", "_ood_pose"),
-                  ("pose kNN, OOD categories", "pose_knn", "_ood_category"), ("relative pose", "rel_pose", ""))
-        series = {name: [metrics.get(f"test/{kind}_{layer}{suffix}", float("nan")) * 100 for layer in layers]
-                  for name, kind, suffix in panels}
+        panels = (
+            ("pose kNN", "pose_knn", ""),
+            ("pose kNN, OOD poses", "pose_knn", "_ood_pose"),
+            ("pose kNN, OOD categories", "pose_knn", "_ood_category"),
+            ("relative pose", "rel_pose", ""),
+        )
+        series = {
+            name: [metrics.get(f"test/{kind}_{layer}{suffix}", float("nan")) * 100 for layer in layers]
+            for name, kind, suffix in panels
+        }
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(6, 3.2))
         width = 0.8 / len(series)
@@ -325,8 +390,10 @@ class SSLTrajectoryModule(MethodModule):
 
     def export_spec(self) -> dict:
         b = self.cfg.model.backbone
-        return {"target": "lightning_modules.ssl_trajectory.net:build_backbone",
-                "kwargs": {"width": b.width, "blocks": list(b.blocks)}}
+        return {
+            "target": "lightning_modules.ssl_trajectory.net:build_backbone",
+            "kwargs": {"width": b.width, "blocks": list(b.blocks)},
+        }
 
     def onnx_io(self) -> tuple[list[str], list[str]]:
         return ["images"], ["pooled"]

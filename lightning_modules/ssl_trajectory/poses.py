@@ -63,8 +63,9 @@ def sample_left(p_centre: np.ndarray, min_deg: float, max_deg: float, rng: np.ra
     return np.cos(theta) * p_centre + np.sin(theta) * tangent
 
 
-def triplet_poses(p_centre: np.ndarray, min_deg: float, max_deg: float,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def triplet_poses(
+    p_centre: np.ndarray, min_deg: float, max_deg: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(p_L, p_C, p_R) for each centre: L within [min_deg, max_deg] of C, R its reflection through C."""
     p_left = sample_left(p_centre, min_deg, max_deg, rng)
     return p_left, np.atleast_2d(p_centre), reflect_through(p_left, np.atleast_2d(p_centre))

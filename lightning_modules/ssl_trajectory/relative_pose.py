@@ -58,9 +58,14 @@ def pair_labels(directions: Tensor, first: Tensor, second: Tensor, n_bins: int) 
     return torch.from_numpy(bins.astype(np.int64)).to(directions.device)
 
 
-def relative_pose_accuracy(train: tuple[Tensor, Tensor, Tensor], tests: dict[str, tuple[Tensor, Tensor, Tensor]],
-                           n_pairs: int, n_bins: int = 50, steps: int = 200, seed: int = 0
-                           ) -> tuple[dict[str, float], dict[str, float]]:
+def relative_pose_accuracy(
+    train: tuple[Tensor, Tensor, Tensor],
+    tests: dict[str, tuple[Tensor, Tensor, Tensor]],
+    n_pairs: int,
+    n_bins: int = 50,
+    steps: int = 200,
+    seed: int = 0,
+) -> tuple[dict[str, float], dict[str, float]]:
     """Probe accuracy on each test set, and each set's majority-bin rate (the chance level to read it against).
 
     `train` and each test are (features (N, D), view vectors (N, 3), instance ids (N,)); pairs are drawn
@@ -68,8 +73,13 @@ def relative_pose_accuracy(train: tuple[Tensor, Tensor, Tensor], tests: dict[str
     """
     features, directions, groups = train
     first, second = sample_pairs(groups, n_pairs, seed)
-    predict = fit_linear_probe(pair_features(features, first, second), pair_labels(directions, first, second, n_bins),
-                               n_bins, steps=steps, seed=seed)
+    predict = fit_linear_probe(
+        pair_features(features, first, second),
+        pair_labels(directions, first, second, n_bins),
+        n_bins,
+        steps=steps,
+        seed=seed,
+    )
     accuracy, majority = {}, {}
     for offset, (name, (x, d, g)) in enumerate(tests.items(), start=1):
         first, second = sample_pairs(g, n_pairs, seed + offset)

@@ -42,8 +42,9 @@ def mesh_path(category: str) -> str:
         number = f"{int(category[5:]):03d}"  # pybullet_data's 1000 procedurally generated meshes
         return os.path.join(root, "random_urdfs", number, f"{number}.obj")
     if category not in MESHES:
-        raise ConfigError(f"unknown mesh '{category}' in data.generate categories; known: "
-                          f"{', '.join(MESHES)}, blob_0 ... blob_999")
+        raise ConfigError(
+            f"unknown mesh '{category}' in data.generate categories; known: {', '.join(MESHES)}, blob_0 ... blob_999"
+        )
     return os.path.join(root, MESHES[category])
 
 
@@ -89,8 +90,13 @@ class MeshRenderer:
         p.resetSimulation(physicsClientId=self.client)
         path = mesh_path(instance.category)
         scale = np.asarray(instance.scale, dtype=np.float64)
-        shape = p.createVisualShape(p.GEOM_MESH, fileName=path, meshScale=scale.tolist(),
-                                    rgbaColor=list(instance.rgba), physicsClientId=self.client)
+        shape = p.createVisualShape(
+            p.GEOM_MESH,
+            fileName=path,
+            meshScale=scale.tolist(),
+            rgbaColor=list(instance.rgba),
+            physicsClientId=self.client,
+        )
         p.createMultiBody(baseMass=0, baseVisualShapeIndex=shape, physicsClientId=self.client)
         lo, hi = mesh_bounds(path)
         lo, hi = lo * scale, hi * scale
@@ -103,13 +109,22 @@ class MeshRenderer:
         view = np.asarray(view, dtype=np.float64)
         up = camera_up(view) if up is None else up  # world y up, unless the camera looks along it
         eye = self.centre + DISTANCE * self.radius * view
-        view_matrix = p.computeViewMatrix(eye.tolist(), self.centre.tolist(), np.asarray(up).tolist(),
-                                          physicsClientId=self.client)
-        proj = p.computeProjectionMatrixFOV(FOV_DEG, 1.0, 0.1 * self.radius, 6.0 * self.radius,
-                                            physicsClientId=self.client)
-        _, _, rgba, _, seg = p.getCameraImage(self.size, self.size, view_matrix, proj, renderer=p.ER_TINY_RENDERER,
-                                              lightDirection=np.asarray(light).tolist(), shadow=0,
-                                              physicsClientId=self.client)
+        view_matrix = p.computeViewMatrix(
+            eye.tolist(), self.centre.tolist(), np.asarray(up).tolist(), physicsClientId=self.client
+        )
+        proj = p.computeProjectionMatrixFOV(
+            FOV_DEG, 1.0, 0.1 * self.radius, 6.0 * self.radius, physicsClientId=self.client
+        )
+        _, _, rgba, _, seg = p.getCameraImage(
+            self.size,
+            self.size,
+            view_matrix,
+            proj,
+            renderer=p.ER_TINY_RENDERER,
+            lightDirection=np.asarray(light).tolist(),
+            shadow=0,
+            physicsClientId=self.client,
+        )
         image = np.asarray(rgba, dtype=np.uint8).reshape(self.size, self.size, 4)[..., :3].copy()
         image[np.asarray(seg).reshape(self.size, self.size) < 0] = 0
         return image
@@ -121,8 +136,9 @@ class MeshRenderer:
 SYMMETRY_ANGLES = (60.0, 90.0, 120.0, 180.0)
 
 
-def find_symmetry(renderer: MeshRenderer, instance: Instance, tol: float = 0.01,
-                  n_views: int = 6) -> tuple[str, float, float] | None:
+def find_symmetry(
+    renderer: MeshRenderer, instance: Instance, tol: float = 0.01, n_views: int = 6
+) -> tuple[str, float, float] | None:
     """A rotation about a mesh axis that leaves every test view unchanged, as (axis, degrees, difference).
 
     Moving the camera, its up vector and the light by R shows the object rotated by R⁻¹; if all views
@@ -136,8 +152,9 @@ def find_symmetry(renderer: MeshRenderer, instance: Instance, tol: float = 0.01,
     for axis, name in enumerate("xyz"):
         for degrees in SYMMETRY_ANGLES:
             r = rotation(axis, degrees)
-            diff = np.mean([np.abs(renderer.render(r @ v, r @ u, r @ LIGHT) / 255 - b).mean()
-                            for v, u, b in zip(views, ups, base)])
+            diff = np.mean(
+                [np.abs(renderer.render(r @ v, r @ u, r @ LIGHT) / 255 - b).mean() for v, u, b in zip(views, ups, base)]
+            )
             if diff < tol:
                 return name, degrees, float(diff)
     return None
