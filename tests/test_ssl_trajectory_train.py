@@ -171,6 +171,7 @@ def test_paper_config_needs_the_data_root(tmp_path: Path, capsys: pytest.Capture
         ("data.batch_size_per_device=1", "model.loss=vicreg needs data.batch_size_per_device >= 2"),
         ("data.generate.categories=[duck,sphere]", "'sphere' looks the same after"),
         ("model.traj_layer=layer5", "expected FeatureLayer: one of pooled, layer3, layer4"),
+        ("eval.rel_pose_bins=1", "the relative-pose probe needs >= 2 bins"),
     ],
 )
 def test_bad_config_values_fail_in_one_line(
@@ -255,3 +256,102 @@ def test_ddp_knn_accuracy_matches_one_process(tmp_path: Path) -> None:
     # Banks gathered from both ranks and de-duplicated by index: equal up to float summation order.
     for key, value in ddp.items():
         assert single[key] == pytest.approx(value, abs=1e-6), key
+
+
+# ---- the paper setting and the objective's options, without training
+
+
+def _module(**model):
+    from lightning_modules.ssl_trajectory.config import SSLTrajectoryConfig
+    from lightning_modules.ssl_trajectory.module import SSLTrajectoryModule
+    from tenfold.config import to_plain
+
+    cfg = SSLTrajectoryConfig()
+    cfg.model.backbone.width, cfg.model.projector_hidden_dim, cfg.model.projector_out_dim = 8, 32, 32
+    config = to_plain(cfg)
+    config["model"].update(model)
+    return SSLTrajectoryModule(
+        config,
+        categories=["a", "b"],
+        ood_categories=[],
+        n_poses=8,
+        val_sets=["bank", "val"],
+        test_sets=["bank", "val", "test"],
+    )
+
+
+def test_paper_config_holds_the_paper_values(in_repo: None) -> None:
+    from tenfold.cli import load_config
+
+    cfg = load_config(["configs/ssl_trajectory.yaml"], ["data.root=/data/shapenet_renders"])
+    m, o = cfg.model, cfg.optim
+    assert (o.name, o.lr, o.weight_decay, o.warmup_epochs, o.warmup_lr, o.scheduler, o.reference_batch_size) == (
+        "lars",
+        0.3,
+        1e-4,
+        10,
+        3e-5,
+        "cosine",
+        256,
+    )
+    assert (m.lars_eta, m.lars_clip, cfg.data.batch_size_per_device, cfg.trainer.max_epochs) == (0.02, True, 256, 300)
+    assert (m.loss.value, m.vicreg_invariance, m.vicreg_variance, m.vicreg_covariance, m.variance_sum) == (
+        "vicreg",
+        25.0,
+        25.0,
+        1.0,
+        True,
+    )
+    assert (m.projector_hidden_dim, m.projector_out_dim, m.traj_lambda, m.traj_layer.value) == (
+        2048,
+        2048,
+        0.2,
+        "pooled",
+    )
+    assert m.backbone.width == 64 and m.backbone.imagenet_init is None  # ResNet-18 from scratch
+    assert (cfg.data.image_size, cfg.data.stored_size, cfg.eval.ks, cfg.eval.rel_pose_bins) == (
+        32,
+        128,
+        [50, 100, 200],
+        50,
+    )
+
+
+@pytest.mark.parametrize("loss, layer", [("vicreg", "pooled"), ("simclr", "layer3"), ("simsiam", "layer4")])
+def test_each_ssl_loss_and_trajectory_layer_gives_finite_gradients(loss: str, layer: str) -> None:
+    from lightly.loss import NegativeCosineSimilarity, NTXentLoss, VICRegLoss
+
+    from lightning_modules.ssl_trajectory.trajectory_loss import trajectory_loss
+
+    module = _module(loss=loss, traj_layer=layer)
+    expected = {"vicreg": VICRegLoss, "simclr": NTXentLoss, "simsiam": NegativeCosineSimilarity}[loss]
+    assert isinstance(module.ssl_loss, expected)
+    if loss == "vicreg":  # solo-learn's summed variance: 25/25/1 is lightly's (25, 50, 1), gathered over ranks
+        assert (module.ssl_loss.lambda_param, module.ssl_loss.mu_param, module.ssl_loss.nu_param) == (25, 50, 1)
+        assert module.ssl_loss.gather_distributed
+    if loss == "simclr":
+        assert module.ssl_loss.temperature == 0.2
+    g = torch.Generator().manual_seed(0)
+    t1, t2, x_l, x_c, x_r = (torch.randn(4, 3, 16, 16, generator=g) for _ in range(5))
+    sem, _ = module.semantic_loss(t1, t2)
+    module.eval()  # batch-norm running statistics: each view's features do not depend on the others
+    traj = module.trajectory_term(x_l, x_c, x_r)
+    feats = [module.net.features(x)[layer] for x in (x_l, x_c, x_r)]
+    assert traj.item() == pytest.approx(trajectory_loss(*feats).item(), abs=1e-5)  # the selected layer
+    (sem + 0.2 * traj).backward()
+    grads = [p.grad for p in module.net.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(gr).all() for gr in grads)
+
+
+def test_imagenet_init_loads_torchvision_weights_except_the_stem(tmp_path: Path) -> None:
+    from torchvision.models import resnet18
+
+    from tenfold.errors import CheckpointError
+
+    reference = resnet18()  # random weights in torchvision's layout, as resnet18-f37072fd.pth is
+    torch.save(reference.state_dict(), tmp_path / "resnet18.pth")
+    module = _module(backbone={"width": 64, "blocks": [2, 2, 2, 2], "imagenet_init": str(tmp_path / "resnet18.pth")})
+    torch.testing.assert_close(module.net.layer3[0].conv1.weight, reference.layer3[0].conv1.weight)
+    assert module.net.conv1.weight.shape == (64, 3, 3, 3)  # the CIFAR stem stays freshly initialised
+    with pytest.raises(CheckpointError, match="imagenet_init=/nowhere.pth not found"):
+        _module(backbone={"width": 64, "blocks": [2, 2, 2, 2], "imagenet_init": "/nowhere.pth"})

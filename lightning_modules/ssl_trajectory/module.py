@@ -62,6 +62,11 @@ def validate(cfg: SSLTrajectoryConfig) -> None:
         )
     if not cfg.eval.ks or min(cfg.eval.ks) < 1 or cfg.eval.online_k < 1:
         raise ConfigError("eval.ks and eval.online_k must be positive integers")
+    if cfg.eval.relative_pose and (cfg.eval.rel_pose_bins < 2 or cfg.eval.rel_pose_pairs < 1):
+        raise ConfigError(
+            f"eval.rel_pose_bins={cfg.eval.rel_pose_bins} and eval.rel_pose_pairs={cfg.eval.rel_pose_pairs}: the "
+            "relative-pose probe needs >= 2 bins (paper: 50) and >= 1 pair, or eval.relative_pose=false"
+        )
 
 
 def unlabelled_views(batch: Any) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
