@@ -81,7 +81,42 @@ def val_metrics(root: Path, seed: int, lam: float, epoch: int) -> dict:
     return {k: float(v) for k, v in rows[0].items() if k.startswith("val/") and v}
 
 
-def straightness(root: Path, seed: int, lam: float) -> dict[str, float]:
+def epoch_checkpoint(run: Path, epoch: int | None) -> Path:
+    """best.ckpt, or (epoch given) a checkpoint saved at the end of that epoch: last.ckpt or a copy of it."""
+    import torch
+
+    if epoch is None:
+        return run / "checkpoints" / "best.ckpt"
+    for path in sorted((run / "checkpoints").glob("*.ckpt")):
+        if torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"] == epoch:
+            return path
+    raise SystemExit(f"{run}: no checkpoint of epoch {epoch} (copies of last.ckpt: checkpoints/snap-*.ckpt)")
+
+
+def test_at_epoch(root: Path, seed: int, lam: float, epoch: int) -> dict:
+    """The offline protocol (test stage: val-selected pose kNN, relative pose, semantic) on the epoch's checkpoint."""
+    import lightning as L
+
+    from datamodules.ssl_trajectory import PoseBenchmarkDataModule
+    from lightning_modules.ssl_trajectory.module import SSLTrajectoryModule
+
+    run = root / "ssl_trajectory" / f"seed{seed}-lam{lam:g}"
+    out = run / f"test-epoch{epoch}"
+    if not (out / "pose_knn_grid.json").is_file():
+        module = SSLTrajectoryModule.load_from_checkpoint(epoch_checkpoint(run, epoch), weights_only=True)
+        trainer = L.Trainer(
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=out,
+        )
+        trainer.test(module, datamodule=PoseBenchmarkDataModule(module.cfg.data), weights_only=True, verbose=False)
+    return json.loads((out / "pose_knn_grid.json").read_text())["metrics"]
+
+
+def straightness(root: Path, seed: int, lam: float, epoch: int | None = None) -> dict[str, float]:
     """Mean per-triplet trajectory cosine of the run's training triplets: trained network and at init."""
     import lightning as L
     import torch
@@ -92,7 +127,7 @@ def straightness(root: Path, seed: int, lam: float) -> dict[str, float]:
     from lightning_modules.ssl_trajectory.trajectory_loss import trajectory_cosine
 
     run = root / "ssl_trajectory" / f"seed{seed}-lam{lam:g}"
-    trained = SSLTrajectoryModule.load_from_checkpoint(run / "checkpoints" / "best.ckpt", weights_only=True)
+    trained = SSLTrajectoryModule.load_from_checkpoint(epoch_checkpoint(run, epoch), weights_only=True)
     L.seed_everything(seed, verbose=False)  # the same initialisation as the run's
     kwargs = {k: trained.hparams[k] for k in ("categories", "ood_categories", "n_poses", "val_sets", "test_sets")}
     init = SSLTrajectoryModule(trained.hparams["config"], **kwargs)
@@ -122,11 +157,12 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--val-epoch", type=int, default=None)
     parser.add_argument("--straightness", action="store_true")
+    parser.add_argument("--test-epoch", type=int, default=None)
     args, extra = parser.parse_known_args()
     root = Path(args.root)
     jobs = [(s, lam) for s in args.seeds for lam in args.lambdas]
     if args.straightness:
-        table = {job: straightness(root, *job) for job in jobs}
+        table = {job: straightness(root, *job, args.test_epoch) for job in jobs}
         print("\nmean trajectory cosine of the training triplets (-1 straight, 0 unrelated), mean ± std over seeds\n")
         print("| features | " + " | ".join(f"λ={lam:g}" for lam in args.lambdas) + " |")
         print("|---|" + "---|" * len(args.lambdas))
@@ -138,6 +174,9 @@ def main() -> None:
     if args.val_epoch is not None:
         stage, metrics = "val", [*METRICS[:3], "sem_knn", "sem_linear"]
         results = {job: val_metrics(root, job[0], job[1], args.val_epoch) for job in jobs}
+    elif args.test_epoch is not None:
+        metrics = METRICS
+        results = {job: test_at_epoch(root, job[0], job[1], args.test_epoch) for job in jobs}
     else:
         metrics = METRICS
         with ThreadPoolExecutor(args.parallel) as pool:
@@ -147,7 +186,9 @@ def main() -> None:
         return np.array([results[(s, lam)][f"{stage}/{metric}"] for s in args.seeds]) * 100
 
     when = (
-        f"after epoch {args.val_epoch}, val split (online kNN)"
+        f"checkpoint of epoch {args.test_epoch} (0-based), test split"
+        if args.test_epoch is not None
+        else f"after epoch {args.val_epoch}, val split (online kNN)"
         if stage == "val"
         else f"{args.epochs} epochs, test split"
     )
