@@ -10,6 +10,9 @@ per-seed differences layer3 - pooled and (lambda > 0) - (lambda = 0).
 `--val-epoch N` trains nothing: it reads the online validation metrics (fixed kNN k=20, T=0.1) logged at
 epoch N by the runs under --root, for a study that could not finish.
 
+`--retest` trains nothing: it reruns the offline protocol (this code: relative pose included) on each finished
+run's best.ckpt; `--test-epoch N` does the same on a copy of last.ckpt from the end of epoch N.
+
 `--straightness` trains nothing either: for each finished run (its best.ckpt) and for the same network at
 initialisation (the run's seed) it prints the mean trajectory cosine -cos(u1, u2) of the training triplets on
 pooled z, layer3 and layer4 (-1: every triplet locally straight, 0: no relation), i.e. how much the
@@ -93,15 +96,16 @@ def epoch_checkpoint(run: Path, epoch: int | None) -> Path:
     raise SystemExit(f"{run}: no checkpoint of epoch {epoch} (copies of last.ckpt: checkpoints/snap-*.ckpt)")
 
 
-def test_at_epoch(root: Path, seed: int, lam: float, epoch: int) -> dict:
-    """The offline protocol (test stage: val-selected pose kNN, relative pose, semantic) on the epoch's checkpoint."""
+def test_at_epoch(root: Path, seed: int, lam: float, epoch: int | None) -> dict:
+    """The offline protocol (test stage: val-selected pose kNN, relative pose, semantic) with this code, on the
+    checkpoint of `epoch` (None: best.ckpt, what the run's own test used)."""
     import lightning as L
 
     from datamodules.ssl_trajectory import PoseBenchmarkDataModule
     from lightning_modules.ssl_trajectory.module import SSLTrajectoryModule
 
     run = root / "ssl_trajectory" / f"seed{seed}-lam{lam:g}"
-    out = run / f"test-epoch{epoch}"
+    out = run / (f"test-epoch{epoch}" if epoch is not None else "retest-best")
     if not (out / "pose_knn_grid.json").is_file():
         module = SSLTrajectoryModule.load_from_checkpoint(epoch_checkpoint(run, epoch), weights_only=True)
         trainer = L.Trainer(
@@ -158,6 +162,7 @@ def main() -> None:
     parser.add_argument("--val-epoch", type=int, default=None)
     parser.add_argument("--straightness", action="store_true")
     parser.add_argument("--test-epoch", type=int, default=None)
+    parser.add_argument("--retest", action="store_true", help="rerun the offline protocol on finished runs' best.ckpt")
     args, extra = parser.parse_known_args()
     root = Path(args.root)
     jobs = [(s, lam) for s in args.seeds for lam in args.lambdas]
@@ -174,7 +179,7 @@ def main() -> None:
     if args.val_epoch is not None:
         stage, metrics = "val", [*METRICS[:3], "sem_knn", "sem_linear"]
         results = {job: val_metrics(root, job[0], job[1], args.val_epoch) for job in jobs}
-    elif args.test_epoch is not None:
+    elif args.test_epoch is not None or args.retest:
         metrics = METRICS
         results = {job: test_at_epoch(root, job[0], job[1], args.test_epoch) for job in jobs}
     else:
