@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the in-process modes import this checkout's code, not an installed copy
 METRICS = [
     "pose_knn_layer3",
     "pose_knn_layer4",
