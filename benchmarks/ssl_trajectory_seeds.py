@@ -194,6 +194,8 @@ def main() -> None:
     when = (
         f"checkpoint of epoch {args.test_epoch} (0-based), test split"
         if args.test_epoch is not None
+        else "best.ckpt of each finished run, offline protocol rerun, test split"
+        if args.retest
         else f"after epoch {args.val_epoch}, val split (online kNN)"
         if stage == "val"
         else f"{args.epochs} epochs, test split"
