@@ -74,11 +74,18 @@ def step_time(reps: int, batch: int, width: int, size: int) -> None:
     from lightning_modules.ssl_trajectory.module import SSLTrajectoryModule
     from tenfold.config import compose, to_plain
 
-    overrides = OmegaConf.from_dotlist([f"model.backbone.width={width}", "model.projector_hidden_dim=2048",
-                                        "model.projector_out_dim=2048", f"data.batch_size_per_device={batch}"])
+    overrides = OmegaConf.from_dotlist(
+        [
+            f"model.backbone.width={width}",
+            "model.projector_hidden_dim=2048",
+            "model.projector_out_dim=2048",
+            f"data.batch_size_per_device={batch}",
+        ]
+    )
     cfg = compose(SSLTrajectoryConfig, [("bench", overrides)])
-    module = SSLTrajectoryModule(to_plain(cfg), categories=["a"], ood_categories=[], n_poses=50, val_sets=[],
-                                 test_sets=[]).train()
+    module = SSLTrajectoryModule(
+        to_plain(cfg), categories=["a"], ood_categories=[], n_poses=50, val_sets=[], test_sets=[]
+    ).train()
     views = [torch.randn(batch, 3, size, size) for _ in range(5)]
 
     def vicreg() -> None:
@@ -95,8 +102,10 @@ def step_time(reps: int, batch: int, width: int, size: int) -> None:
         times["VICReg"] += timed(vicreg, 1)
         times["VICReg + trajectory (λ=0.2)"] += timed(with_traj, 1)
     base = statistics.median(times["VICReg"])
-    print(f"\n2. training step (forward + backward), batch {batch}, ResNet-18 width {width}, {size}x{size}, "
-          "projector 2048³")
+    print(
+        f"\n2. training step (forward + backward), batch {batch}, ResNet-18 width {width}, {size}x{size}, "
+        "projector 2048³"
+    )
     print("| objective | median s | ratio |")
     print("|---|---|---|")
     for name, ts in times.items():

@@ -12,8 +12,9 @@ members of every triplet; evaluation instances need only the centres `<pose>_<ta
 label is `<pose>`. Without a pose table the pose indices found are remapped to 0..P-1.
 
 Training batches carry **no labels**: (T1(x_C), T2(x_C), x_L, x_C, x_R), two augmentations of the centre
-for the semantic loss and the unaugmented triplet. Labelled views (category, pose) only appear in the
-evaluation loaders: the kNN bank (train instances), val, test, out-of-domain poses and categories.
+for the semantic loss and the unaugmented triplet. Labelled views (category, pose, instance, view vector)
+only appear in the evaluation loaders: the kNN bank (train instances), val, test, out-of-domain poses and
+categories.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ class View:
     path: str
     category: int  # index into the split's category list (in-domain or held-out)
     pose: int
-    instance: int
+    instance: int  # index into the split's instance list: unique within a split
+    direction: tuple[float, float, float] | None = None  # the unit view vector, when meta.json has the pose table
 
 
 @dataclass
@@ -100,16 +102,19 @@ def _read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
-                        f"it should hold {what}") from None
+        raise DataError(
+            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); it should hold {what}"
+        ) from None
 
 
 def read_splits(root: Path) -> dict[str, list[str]]:
     path = root / "splits.json"
     if not path.is_file():
-        raise DataError(f"{path} not found: the benchmark root needs splits.json listing '<category>/<instance>' "
-                        "per split (train, val, test; optional ood_bank, ood_test)")
-    splits = _read_json(path, "{\"train\": [...], \"val\": [...], \"test\": [...]}")
+        raise DataError(
+            f"{path} not found: the benchmark root needs splits.json listing '<category>/<instance>' "
+            "per split (train, val, test; optional ood_bank, ood_test)"
+        )
+    splits = _read_json(path, '{"train": [...], "val": [...], "test": [...]}')
     if not isinstance(splits, dict):
         raise DataError(f"{path}: the top level must be an object with keys train, val, test")
     for split in ("train", "val", "test"):
@@ -143,11 +148,15 @@ def check_image(path: Path | str, stored_size: int | None) -> Image.Image:
     with Image.open(path) as image:
         if image.mode != "RGB":
             kind = {"L": "grayscale", "LA": "grayscale", "RGBA": "RGBA", "P": "palette"}.get(image.mode, image.mode)
-            raise DataError(f"{path} is {kind} (mode {image.mode}); the benchmark needs RGB renders: convert them "
-                            "(e.g. PIL image.convert('RGB') on a black background)")
+            raise DataError(
+                f"{path} is {kind} (mode {image.mode}); the benchmark needs RGB renders: convert them "
+                "(e.g. PIL image.convert('RGB') on a black background)"
+            )
         if stored_size is not None and image.size != (stored_size, stored_size):
-            raise DataError(f"{path} is {image.size[0]}x{image.size[1]} but data.stored_size={stored_size}: set "
-                            f"data.stored_size to the render size or re-render the benchmark")
+            raise DataError(
+                f"{path} is {image.size[0]}x{image.size[1]} but data.stored_size={stored_size}: set "
+                f"data.stored_size to the render size or re-render the benchmark"
+            )
         if image.size[0] != image.size[1]:
             raise DataError(f"{path} is {image.size[0]}x{image.size[1]}: views must be square")
         image.load()
@@ -156,19 +165,24 @@ def check_image(path: Path | str, stored_size: int | None) -> Image.Image:
 
 def read_benchmark(root: Path, stored_size: int | None) -> BenchmarkIndex:
     if not root.is_dir():
-        raise DataError(f"data.root={root} does not exist: point it at a pose benchmark holding splits.json and "
-                        "views/<category>/<instance>/<pose>_<tag>_<k>.png")
+        raise DataError(
+            f"data.root={root} does not exist: point it at a pose benchmark holding splits.json and "
+            "views/<category>/<instance>/<pose>_<tag>_<k>.png"
+        )
     splits = read_splits(root)
     meta = _read_json(root / "meta.json", "the pose tables") if (root / "meta.json").is_file() else {}
     poses = np.asarray(meta["poses"]) if meta.get("poses") else None
     ood_poses = np.asarray(meta["ood_poses"]) if meta.get("ood_poses") else None
     views_root = root / "views" if (root / "views").is_dir() else root
     categories = sorted({name.split("/")[0] for split in ("train", "val", "test") for name in splits[split]})
-    ood_categories = sorted({name.split("/")[0] for split in ("ood_bank", "ood_test")
-                             for name in splits.get(split, [])})
+    ood_categories = sorted(
+        {name.split("/")[0] for split in ("ood_bank", "ood_test") for name in splits.get(split, [])}
+    )
     if set(categories) & set(ood_categories):
-        raise DataError(f"{root}/splits.json: categories {sorted(set(categories) & set(ood_categories))} appear in "
-                        "both the in-domain splits and ood_bank/ood_test")
+        raise DataError(
+            f"{root}/splits.json: categories {sorted(set(categories) & set(ood_categories))} appear in "
+            "both the in-domain splits and ood_bank/ood_test"
+        )
 
     triplets: list[tuple[str, str, str]] = []
     raw: dict[str, list[tuple[str, str, int, int]]] = {k: [] for k in ("bank", "val", "test", "ood_bank", "ood_test")}
@@ -182,8 +196,10 @@ def read_benchmark(root: Path, stored_size: int | None) -> BenchmarkIndex:
                 if split == "train":
                     missing = [k for k in (0, 1, 2) if k not in members]
                     if missing:
-                        raise DataError(f"{folder}: triplet {pose}_{tag} is missing {pose}_{tag}_{missing[0]}.png "
-                                        "(train instances need left _0, centre _1 and right _2)")
+                        raise DataError(
+                            f"{folder}: triplet {pose}_{tag} is missing {pose}_{tag}_{missing[0]}.png "
+                            "(train instances need left _0, centre _1 and right _2)"
+                        )
                     triplets.append(tuple(str(members[k]) for k in (0, 1, 2)))
                 if 1 in members:
                     target = "bank" if split == "train" else split
@@ -194,8 +210,9 @@ def read_benchmark(root: Path, stored_size: int | None) -> BenchmarkIndex:
         for entries in raw.values():
             for path, _, pose, _ in entries:
                 if pose >= n_poses:
-                    raise DataError(f"pose index {pose} of {path} is outside the pose table ({n_poses} poses in "
-                                    f"{root}/meta.json)")
+                    raise DataError(
+                        f"pose index {pose} of {path} is outside the pose table ({n_poses} poses in {root}/meta.json)"
+                    )
         remap = {p: p for p in range(n_poses)}
     else:
         found = sorted({pose for entries in raw.values() for _, _, pose, _ in entries})
@@ -204,13 +221,23 @@ def read_benchmark(root: Path, stored_size: int | None) -> BenchmarkIndex:
     views = {}
     for target, entries in raw.items():
         names = ood_categories if target.startswith("ood") else categories
-        views[target] = [View(path, names.index(cat), remap[pose], inst) for path, cat, pose, inst in entries]
+        views[target] = [
+            View(
+                path,
+                names.index(cat),
+                remap[pose],
+                inst,
+                None if poses is None else tuple(float(c) for c in poses[pose]),
+            )
+            for path, cat, pose, inst in entries
+        ]
     views["ood_pose"] = _ood_pose_views(root, splits["test"], categories, poses, ood_poses)
     return BenchmarkIndex(root, categories, ood_categories, n_poses, triplets, views)
 
 
-def _ood_pose_views(root: Path, test_names: list[str], categories: list[str], poses: np.ndarray | None,
-                    ood_poses: np.ndarray | None) -> list[View]:
+def _ood_pose_views(
+    root: Path, test_names: list[str], categories: list[str], poses: np.ndarray | None, ood_poses: np.ndarray | None
+) -> list[View]:
     """Test instances at out-of-domain poses, labelled by the nearest in-domain pose."""
     if poses is None or ood_poses is None or not (root / "ood_poses").is_dir():
         return []
@@ -222,7 +249,15 @@ def _ood_pose_views(root: Path, test_names: list[str], categories: list[str], po
             path = folder / f"{index}.png"
             if not path.is_file():
                 raise DataError(f"{path} not found: ood_poses/ needs one view per out-of-domain pose in meta.json")
-            views.append(View(str(path), categories.index(name.split("/")[0]), int(labels[index]), instance))
+            views.append(
+                View(
+                    str(path),
+                    categories.index(name.split("/")[0]),
+                    int(labels[index]),
+                    instance,
+                    tuple(float(c) for c in ood_poses[index]),
+                )
+            )
     return views
 
 
@@ -237,8 +272,9 @@ def _load(path: str, stored_size: int | None) -> Image.Image:
 class TripletDataset(Dataset):
     """(T1(x_C), T2(x_C), x_L, x_C, x_R): five image tensors and nothing else (no pose, no category)."""
 
-    def __init__(self, triplets: list[tuple[str, str, str]], semantic: T.Compose, plain: T.Compose,
-                 stored_size: int | None) -> None:
+    def __init__(
+        self, triplets: list[tuple[str, str, str]], semantic: T.Compose, plain: T.Compose, stored_size: int | None
+    ) -> None:
         self.triplets, self.semantic, self.plain, self.stored_size = triplets, semantic, plain, stored_size
 
     def __len__(self) -> int:
@@ -250,7 +286,11 @@ class TripletDataset(Dataset):
 
 
 class ViewDataset(Dataset):
-    """(image, category, pose, index): labelled views for kNN and probes; `index` de-duplicates DDP padding."""
+    """(image, category, pose, index, instance, view vector): labelled views for kNN and probes.
+
+    `index` de-duplicates DDP padding; `instance` and the view vector (NaN without a pose table) pair views
+    of one object for the relative-pose probe.
+    """
 
     def __init__(self, views: list[View], plain: T.Compose, stored_size: int | None) -> None:
         self.views, self.plain, self.stored_size = views, plain, stored_size
@@ -258,9 +298,10 @@ class ViewDataset(Dataset):
     def __len__(self) -> int:
         return len(self.views)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, int, int, torch.Tensor]:
         view = self.views[index]
-        return self.plain(_load(view.path, self.stored_size)), view.category, view.pose, index
+        direction = torch.tensor(view.direction if view.direction is not None else (float("nan"),) * 3)
+        return self.plain(_load(view.path, self.stored_size)), view.category, view.pose, index, view.instance, direction
 
 
 # --------------------------------------------------------------------------------------------------
@@ -282,14 +323,24 @@ class PoseBenchmarkDataModule(MethodDataModule):
 
     def module_kwargs(self) -> dict[str, Any]:
         index = self.index
-        return {"categories": index.categories, "ood_categories": index.ood_categories, "n_poses": index.n_poses,
-                "val_sets": self.eval_sets("validate"), "test_sets": self.eval_sets("test")}
+        return {
+            "categories": index.categories,
+            "ood_categories": index.ood_categories,
+            "n_poses": index.n_poses,
+            "val_sets": self.eval_sets("validate"),
+            "test_sets": self.eval_sets("test"),
+        }
 
     def export_meta(self) -> ExportMeta:
         cfg = self.cfg
-        return ExportMeta(input_size=[3, cfg.image_size, cfg.image_size], mean=list(cfg.mean), std=list(cfg.std),
-                          interpolation="bilinear", class_names=list(self.index.categories),
-                          extra={"output": "pooled feature (B, 8*width); net.features(x) also gives layer3/layer4"})
+        return ExportMeta(
+            input_size=[3, cfg.image_size, cfg.image_size],
+            mean=list(cfg.mean),
+            std=list(cfg.std),
+            interpolation="bilinear",
+            class_names=list(self.index.categories),
+            extra={"output": "pooled feature (B, 8*width); net.features(x) also gives layer3/layer4"},
+        )
 
     def export_sample(self, n: int) -> torch.Tensor:
         views = ViewDataset(self.index.views["val"][:n], self.plain_transform(), self.stored_size)
@@ -315,9 +366,11 @@ class PoseBenchmarkDataModule(MethodDataModule):
             check_generator(cfg.generate)
             return generate(cfg.generate, cfg.root)
         if not cfg.root:
-            raise DataError("data.root is not set: point data.root at the pose benchmark (e.g. the authors' ShapeNet "
-                            "renders, pwang.pw/trajSSL) holding splits.json and views/<category>/<instance>/"
-                            "<pose>_<tag>_<k>.png, or set data.source=generate")
+            raise DataError(
+                "data.root is not set: point data.root at the pose benchmark (e.g. the authors' ShapeNet "
+                "renders, pwang.pw/trajSSL) holding splits.json and views/<category>/<instance>/"
+                "<pose>_<tag>_<k>.png, or set data.source=generate"
+            )
         return Path(cfg.root).expanduser()
 
     def eval_sets(self, stage: str) -> list[str]:
@@ -330,15 +383,17 @@ class PoseBenchmarkDataModule(MethodDataModule):
 
     def semantic_transform(self) -> T.Compose:
         cfg, aug = self.cfg, self.cfg.augment
-        return T.Compose([
-            T.RandomResizedCrop(cfg.image_size, scale=(aug.min_scale, 1.0), antialias=True),
-            T.RandomHorizontalFlip(aug.hflip),
-            T.RandomApply([T.ColorJitter(*aug.color_jitter)], p=aug.color_jitter_prob),
-            T.RandomGrayscale(aug.grayscale_prob),
-            T.RandomSolarize(128, p=aug.solarize_prob),
-            T.ToTensor(),
-            T.Normalize(cfg.mean, cfg.std),
-        ])
+        return T.Compose(
+            [
+                T.RandomResizedCrop(cfg.image_size, scale=(aug.min_scale, 1.0), antialias=True),
+                T.RandomHorizontalFlip(aug.hflip),
+                T.RandomApply([T.ColorJitter(*aug.color_jitter)], p=aug.color_jitter_prob),
+                T.RandomGrayscale(aug.grayscale_prob),
+                T.RandomSolarize(128, p=aug.solarize_prob),
+                T.ToTensor(),
+                T.Normalize(cfg.mean, cfg.std),
+            ]
+        )
 
     def prepare_data(self) -> None:
         _ = self.index  # renders once per node (cached) before any rank reads
@@ -346,15 +401,25 @@ class PoseBenchmarkDataModule(MethodDataModule):
     def setup(self, stage: str) -> None:
         index = self.index
         if stage == "fit":
-            self.train_set = TripletDataset(index.triplets, self.semantic_transform(), self.plain_transform(),
-                                            self.stored_size)
-        self.eval_datasets = {name: ViewDataset(index.views[name], self.plain_transform(), self.stored_size)
-                              for name in index.views if index.views[name]}
+            self.train_set = TripletDataset(
+                index.triplets, self.semantic_transform(), self.plain_transform(), self.stored_size
+            )
+        self.eval_datasets = {
+            name: ViewDataset(index.views[name], self.plain_transform(), self.stored_size)
+            for name in index.views
+            if index.views[name]
+        }
 
     def train_dataloader(self) -> DataLoader:
         batch = self.cfg.batch_size_per_device
-        return DataLoader(self.train_set, batch_size=batch, shuffle=True, drop_last=len(self.train_set) >= batch,
-                          num_workers=self.cfg.num_workers, persistent_workers=self.cfg.num_workers > 0)
+        return DataLoader(
+            self.train_set,
+            batch_size=batch,
+            shuffle=True,
+            drop_last=len(self.train_set) >= batch,
+            num_workers=self.cfg.num_workers,
+            persistent_workers=self.cfg.num_workers > 0,
+        )
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._eval_loader(name) for name in self.eval_sets("validate")]
@@ -364,5 +429,10 @@ class PoseBenchmarkDataModule(MethodDataModule):
 
     def _eval_loader(self, name: str) -> DataLoader:
         batch = self.cfg.eval_batch_size_per_device or self.cfg.batch_size_per_device
-        return DataLoader(self.eval_datasets[name], batch_size=batch, shuffle=False,
-                          num_workers=self.cfg.num_workers, persistent_workers=self.cfg.num_workers > 0)
+        return DataLoader(
+            self.eval_datasets[name],
+            batch_size=batch,
+            shuffle=False,
+            num_workers=self.cfg.num_workers,
+            persistent_workers=self.cfg.num_workers > 0,
+        )

@@ -61,8 +61,10 @@ def check_generator(cfg: GeneratorConfig) -> None:
     for name in names:
         mesh_path(name)
     if not 0 < cfg.triplet_min_deg <= cfg.triplet_max_deg < 90:
-        raise ConfigError("data.generate.triplet_min_deg/max_deg must satisfy 0 < min <= max < 90 "
-                          f"(got {cfg.triplet_min_deg}, {cfg.triplet_max_deg})")
+        raise ConfigError(
+            "data.generate.triplet_min_deg/max_deg must satisfy 0 < min <= max < 90 "
+            f"(got {cfg.triplet_min_deg}, {cfg.triplet_max_deg})"
+        )
     if cfg.train_instances < 1 or cfg.val_instances < 1 or cfg.test_instances < 1 or cfg.n_poses < 2:
         raise ConfigError("data.generate needs train/val/test_instances >= 1 and n_poses >= 2")
     if cfg.ood_categories and (cfg.ood_bank_instances < 1 or cfg.ood_test_instances < 1):
@@ -80,7 +82,8 @@ def refuse_symmetric(cfg: GeneratorConfig) -> None:
                 raise ConfigError(
                     f"data.generate: '{name}' looks the same after a {degrees:g}° turn about its {axis} axis "
                     f"(mean difference {diff:.4f} < symmetry_tol {cfg.symmetry_tol}): its pose is not observable;"
-                    f" remove it from the categories or use a textured/asymmetric mesh")
+                    f" remove it from the categories or use a textured/asymmetric mesh"
+                )
     finally:
         renderer.close()
 
@@ -173,7 +176,11 @@ def _render_all(cfg: GeneratorConfig, out: Path) -> None:
                 offset += count
     finally:
         renderer.close()
-    meta = {"poses": poses.tolist(), "ood_poses": ood_poses.tolist(), "generator": asdict(cfg),
-            "format": FORMAT_VERSION}
+    meta = {
+        "poses": poses.tolist(),
+        "ood_poses": ood_poses.tolist(),
+        "generator": asdict(cfg),
+        "format": FORMAT_VERSION,
+    }
     (out / "meta.json").write_text(json.dumps(meta))
     (out / "splits.json").write_text(json.dumps(splits, indent=1))  # last: marks the directory complete

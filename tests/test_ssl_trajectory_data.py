@@ -18,8 +18,18 @@ from datamodules.ssl_trajectory_generate import GeneratorConfig, generate, refus
 from lightning_modules.ssl_trajectory.poses import angle_deg, fibonacci_sphere
 from tenfold.errors import ConfigError, DataError
 
-TINY = dict(categories=["duck", "bunny"], ood_categories=["torus"], train_instances=2, val_instances=1,
-            test_instances=1, ood_bank_instances=1, ood_test_instances=1, n_poses=8, n_ood_poses=6, render_size=32)
+TINY = dict(
+    categories=["duck", "bunny"],
+    ood_categories=["torus"],
+    train_instances=2,
+    val_instances=1,
+    test_instances=1,
+    ood_bank_instances=1,
+    ood_test_instances=1,
+    n_poses=8,
+    n_ood_poses=6,
+    render_size=32,
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +61,9 @@ def test_layout_counts_and_labels(bench: Path) -> None:
 def test_triplet_renders_follow_the_reflected_poses(bench: Path) -> None:
     # The centre view of a triplet is the Fib pose itself: it equals the evaluation render of that pose
     # for the same object, and the left/right views differ from it.
-    left, centre, right = (np.asarray(Image.open(bench / "views" / "duck" / "train000" / f"3_t_{k}.png"))
-                           for k in range(3))
+    left, centre, right = (
+        np.asarray(Image.open(bench / "views" / "duck" / "train000" / f"3_t_{k}.png")) for k in range(3)
+    )
     assert np.abs(left.astype(int) - centre).mean() > 1 and np.abs(right.astype(int) - centre).mean() > 1
     assert centre.shape == (32, 32, 3) and centre[0, 0].tolist() == [0, 0, 0]  # black background
     poses = fibonacci_sphere(8)
@@ -86,8 +97,15 @@ def test_unknown_mesh_is_a_config_error() -> None:
 
 
 def _datamodule(bench: Path, **overrides) -> PoseBenchmarkDataModule:
-    cfg = PoseDataConfig(source=PoseDataSource.folder, root=str(bench), stored_size=32, image_size=16,
-                         batch_size_per_device=4, num_workers=0, **overrides)
+    cfg = PoseDataConfig(
+        source=PoseDataSource.folder,
+        root=str(bench),
+        stored_size=32,
+        image_size=16,
+        batch_size_per_device=4,
+        num_workers=0,
+        **overrides,
+    )
     return PoseBenchmarkDataModule(cfg)
 
 
@@ -100,7 +118,20 @@ def test_training_batches_are_five_image_tensors_and_nothing_else(bench: Path) -
     t1, t2, _, x_c, _ = batch
     assert not torch.equal(t1, x_c) and not torch.equal(t1, t2)  # semantic views are augmented, triplets are not
     val_batch = next(iter(dm.val_dataloader()[0]))
-    assert len(val_batch) == 4 and val_batch[1].dtype == torch.int64  # labels only in evaluation loaders
+    assert len(val_batch) == 6 and val_batch[1].dtype == torch.int64  # labels only in evaluation loaders
+
+
+def test_evaluation_views_carry_instance_and_view_vector(bench: Path) -> None:
+    dm = _datamodule(bench)
+    dm.setup("test")
+    meta = json.loads((bench / "meta.json").read_text())
+    poses, ood_poses = np.array(meta["poses"]), np.array(meta["ood_poses"])
+    _, _, pose, _, instance, direction = next(iter(dm.test_dataloader()[dm.eval_sets("test").index("bank")]))
+    np.testing.assert_allclose(direction.numpy(), poses[pose.numpy()], atol=1e-6)
+    assert instance.tolist() == [0, 0, 0, 0]  # the first train instance's first views
+    ood = dm.eval_datasets["ood_pose"]
+    np.testing.assert_allclose(np.stack([ood[i][5].numpy() for i in range(6)]), ood_poses, atol=1e-6)
+    assert [ood[i][2] for i in range(6)] == list(np.argmax(ood_poses @ poses.T, axis=1))  # the label: nearest pose
 
 
 def test_a_label_reaching_training_step_fails(bench: Path) -> None:
@@ -163,8 +194,7 @@ def test_missing_triplet_member(bench: Path, tmp_path: Path) -> None:
 
 def test_wrong_image_size(bench: Path) -> None:
     with pytest.raises(DataError) as exc:
-        _datamodule(bench, ).__class__(PoseDataConfig(source=PoseDataSource.folder, root=str(bench),
-                                                      stored_size=128)).check()
+        PoseBenchmarkDataModule(PoseDataConfig(source=PoseDataSource.folder, root=str(bench), stored_size=128)).check()
     assert "is 32x32 but data.stored_size=128" in _one_line(exc)
 
 

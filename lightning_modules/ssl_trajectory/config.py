@@ -65,7 +65,8 @@ class EvalConfig:
     """Frozen-feature evaluation: pose kNN per category on each layer, semantic kNN and linear probe."""
 
     layers: list[FeatureLayer] = field(
-        default_factory=lambda: [FeatureLayer.layer3, FeatureLayer.layer4, FeatureLayer.pooled])
+        default_factory=lambda: [FeatureLayer.layer3, FeatureLayer.layer4, FeatureLayer.pooled]
+    )
     monitor_layer: FeatureLayer = FeatureLayer.layer3  # val/pose_knn is this layer's pose kNN (the paper's best layer)
     ks: list[int] = field(default_factory=lambda: [50, 100, 200])
     temperatures: list[float] = field(default_factory=lambda: [0.01, 0.05, 0.1, 0.5, 1.0])
@@ -73,6 +74,11 @@ class EvalConfig:
     online_temperature: float = 0.1
     semantic_k: int = 20
     probe_steps: int = 200
+    # Relative pose (paper §2.5): a linear probe on concatenated pair features -> one of rel_pose_bins bins;
+    # rel_pose_pairs pairs of views of one instance are drawn from the bank (training) and from each test set.
+    relative_pose: bool = True
+    rel_pose_bins: int = 50
+    rel_pose_pairs: int = 4096
     triplet_examples: int = 6  # triplets shown once on the dashboards
 
 
@@ -82,8 +88,19 @@ class SSLTrajectoryConfig(ExperimentConfig):
     model: SSLModelConfig = field(default_factory=SSLModelConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     data: PoseDataConfig = field(default_factory=lambda: PoseDataConfig(source=PoseDataSource.folder))
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
-        name="lars", lr=0.3, weight_decay=1e-4, momentum=0.9, lr_scaling=LRScaling.linear,
-        reference_batch_size=256, scheduler="cosine", warmup_epochs=10, warmup_lr=3e-5, min_lr=0.0))
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(
+            name="lars",
+            lr=0.3,
+            weight_decay=1e-4,
+            momentum=0.9,
+            lr_scaling=LRScaling.linear,
+            reference_batch_size=256,
+            scheduler="cosine",
+            warmup_epochs=10,
+            warmup_lr=3e-5,
+            min_lr=0.0,
+        )
+    )
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(max_epochs=300, precision="16-mixed"))
     checkpoint: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(monitor="val/pose_knn", mode="max"))

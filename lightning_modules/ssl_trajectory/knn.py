@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -33,15 +34,16 @@ def knn_grid(ks: list[int], temperatures: list[float]) -> list[KnnSetting]:
     return cosine + [KnnSetting(k, "euclidean") for k in ks]
 
 
-def knn_predict(bank: Tensor, bank_labels: Tensor, queries: Tensor, num_classes: int, setting: KnnSetting,
-                chunk: int = 1024) -> Tensor:
+def knn_predict(
+    bank: Tensor, bank_labels: Tensor, queries: Tensor, num_classes: int, setting: KnnSetting, chunk: int = 1024
+) -> Tensor:
     """Predicted labels (Q,) of `queries` (Q, D) from a labelled `bank` (N, D); k is clamped to N."""
     k = min(setting.k, bank.shape[0])
     if setting.metric == "cosine":
         bank = F.normalize(bank, dim=1)
     predictions = []
     for start in range(0, queries.shape[0], chunk):
-        q = queries[start:start + chunk]
+        q = queries[start : start + chunk]
         if setting.metric == "cosine":
             values, index = (F.normalize(q, dim=1) @ bank.T).topk(k, dim=1)
             weights = (values / setting.temperature).exp()
@@ -58,12 +60,23 @@ def warn_if_k_too_large(ks: list[int], group_sizes: Tensor, what: str) -> None:
     """One warning line when a grid k exceeds the smallest group's bank (k is clamped there)."""
     smallest = int(group_sizes.min()) if group_sizes.numel() else 0
     if smallest and max(ks) > smallest:
-        warnings.warn(f"kNN k={max(ks)} is larger than the smallest {what} bank ({smallest} views): k is clamped "
-                      f"to {smallest} there", stacklevel=2)
+        warnings.warn(
+            f"kNN k={max(ks)} is larger than the smallest {what} bank ({smallest} views): k is clamped "
+            f"to {smallest} there",
+            stacklevel=2,
+        )
 
 
-def per_group_accuracy(bank: Tensor, bank_labels: Tensor, bank_groups: Tensor, queries: Tensor, query_labels: Tensor,
-                       query_groups: Tensor, num_classes: int, setting: KnnSetting) -> float:
+def per_group_accuracy(
+    bank: Tensor,
+    bank_labels: Tensor,
+    bank_groups: Tensor,
+    queries: Tensor,
+    query_labels: Tensor,
+    query_groups: Tensor,
+    num_classes: int,
+    setting: KnnSetting,
+) -> float:
     """Accuracy of kNN run within each group (category): a query only sees bank views of its group."""
     correct, total = 0, 0
     for group in torch.unique(query_groups):
@@ -81,13 +94,14 @@ def select_on_val(val_accuracy: dict[KnnSetting, float]) -> KnnSetting:
     return max(val_accuracy, key=lambda s: (val_accuracy[s], -list(val_accuracy).index(s)))
 
 
-def linear_probe_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, num_classes: int,
-                          steps: int = 200, lr: float = 0.05, seed: int = 0) -> float:
-    """Full-batch multinomial logistic regression on standardised frozen features; test top-1."""
+def fit_linear_probe(
+    train_x: Tensor, train_y: Tensor, num_classes: int, steps: int = 200, lr: float = 0.05, seed: int = 0
+) -> Callable[[Tensor], Tensor]:
+    """Full-batch multinomial logistic regression on standardised frozen features; returns x -> predicted labels."""
     with torch.inference_mode(False), torch.enable_grad():
-        train_x, test_x = train_x.clone().float(), test_x.clone().float()
+        train_x = train_x.clone().float()
         mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-        train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+        train_x = (train_x - mean) / std
         generator = torch.Generator().manual_seed(seed)
         probe = nn.Linear(train_x.shape[1], num_classes).to(train_x.device)
         with torch.no_grad():
@@ -98,5 +112,24 @@ def linear_probe_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test
             optimizer.zero_grad()
             F.cross_entropy(probe(train_x), train_y.clone()).backward()
             optimizer.step()
+
+    def predict(x: Tensor) -> Tensor:
         with torch.no_grad():
-            return float((probe(test_x).argmax(1) == test_y).float().mean())
+            return probe((x.float() - mean) / std).argmax(1)
+
+    return predict
+
+
+def linear_probe_accuracy(
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    test_y: Tensor,
+    num_classes: int,
+    steps: int = 200,
+    lr: float = 0.05,
+    seed: int = 0,
+) -> float:
+    """Test top-1 of `fit_linear_probe`."""
+    predict = fit_linear_probe(train_x, train_y, num_classes, steps, lr, seed)
+    return float((predict(test_x) == test_y).float().mean())

@@ -3,7 +3,8 @@ trajectory loss on the unaugmented (L, C, R) triplet; frozen-feature pose/semant
 
 Training steps see five image tensors and no labels. Validation runs the online evaluation every epoch
 (fixed kNN setting, detached features); test runs the offline protocol: pose kNN per category on each
-layer with (k, metric, T) selected on the validation split, the full grid written to pose_knn_grid.json.
+layer with (k, metric, T) selected on the validation split, the full grid written to pose_knn_grid.json, and
+the relative-pose probe on pairs of views (relative_pose.py).
 Feature banks are gathered from every DDP rank and de-duplicated by dataset index, so the accuracies
 equal those of one process.
 """
@@ -38,9 +39,10 @@ from lightning_modules.ssl_trajectory.net import (
     load_imagenet_init,
     patch_norm,
 )
+from lightning_modules.ssl_trajectory.relative_pose import relative_pose_accuracy
 from lightning_modules.ssl_trajectory.trajectory_loss import trajectory_loss
 from tenfold.errors import CheckpointError, ConfigError
-from tenfold.media import has_media_logger, log_image_grid
+from tenfold.media import figure_image, has_media_logger, log_image, log_image_grid, pyplot
 from tenfold.method import MethodModule
 from tenfold.registry import register_method
 
@@ -49,22 +51,36 @@ def validate(cfg: SSLTrajectoryConfig) -> None:
     """Config values that make the objective undefined, one line each."""
     m = cfg.model
     if m.traj_lambda < 0:
-        raise ConfigError(f"model.traj_lambda={m.traj_lambda} is negative: a negative weight rewards folded "
-                          "triplets; use 0 (off) or a positive weight (paper: 0.2)")
+        raise ConfigError(
+            f"model.traj_lambda={m.traj_lambda} is negative: a negative weight rewards folded "
+            "triplets; use 0 (off) or a positive weight (paper: 0.2)"
+        )
     if m.loss in (SSLLoss.vicreg, SSLLoss.simclr) and cfg.data.batch_size_per_device < 2:
-        raise ConfigError(f"model.loss={m.loss.value} needs data.batch_size_per_device >= 2 (got "
-                          f"{cfg.data.batch_size_per_device}): the batch variance/negatives are undefined for one view")
+        raise ConfigError(
+            f"model.loss={m.loss.value} needs data.batch_size_per_device >= 2 (got "
+            f"{cfg.data.batch_size_per_device}): the batch variance/negatives are undefined for one view"
+        )
     if not cfg.eval.ks or min(cfg.eval.ks) < 1 or cfg.eval.online_k < 1:
         raise ConfigError("eval.ks and eval.online_k must be positive integers")
+    if cfg.eval.relative_pose and (cfg.eval.rel_pose_bins < 2 or cfg.eval.rel_pose_pairs < 1):
+        raise ConfigError(
+            f"eval.rel_pose_bins={cfg.eval.rel_pose_bins} and eval.rel_pose_pairs={cfg.eval.rel_pose_pairs}: the "
+            "relative-pose probe needs >= 2 bins (paper: 50) and >= 1 pair, or eval.relative_pose=false"
+        )
 
 
 def unlabelled_views(batch: Any) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(T1, T2, L, C, R) image batches; anything else (a label, a pose index) is refused."""
-    ok = (isinstance(batch, (tuple, list)) and len(batch) == 5
-          and all(torch.is_tensor(x) and x.is_floating_point() and x.ndim == 4 for x in batch))
+    ok = (
+        isinstance(batch, (tuple, list))
+        and len(batch) == 5
+        and all(torch.is_tensor(x) and x.is_floating_point() and x.ndim == 4 for x in batch)
+    )
     if not ok:
-        raise TypeError("ssl_trajectory training batches must be exactly five float image batches "
-                        "(T1, T2, x_L, x_C, x_R) with no labels")
+        raise TypeError(
+            "ssl_trajectory training batches must be exactly five float image batches "
+            "(T1, T2, x_L, x_C, x_R) with no labels"
+        )
     return tuple(batch)
 
 
@@ -73,10 +89,23 @@ class SSLTrajectoryModule(MethodModule):
     monitors = ("val/*",)  # val/pose_knn, per layer, and the semantic kNN/probe
     config_class = SSLTrajectoryConfig
 
-    def __init__(self, config: dict, categories: list[str], ood_categories: list[str], n_poses: int,
-                 val_sets: list[str], test_sets: list[str]) -> None:
-        super().__init__(config, categories=categories, ood_categories=ood_categories, n_poses=n_poses,
-                         val_sets=val_sets, test_sets=test_sets)
+    def __init__(
+        self,
+        config: dict,
+        categories: list[str],
+        ood_categories: list[str],
+        n_poses: int,
+        val_sets: list[str],
+        test_sets: list[str],
+    ) -> None:
+        super().__init__(
+            config,
+            categories=categories,
+            ood_categories=ood_categories,
+            n_poses=n_poses,
+            val_sets=val_sets,
+            test_sets=test_sets,
+        )
         validate(self.cfg)
         m = self.cfg.model
         self.categories, self.ood_categories, self.n_poses = list(categories), list(ood_categories), n_poses
@@ -84,17 +113,25 @@ class SSLTrajectoryModule(MethodModule):
         self.net = build_backbone(m.backbone.width, m.backbone.blocks)
         if m.backbone.imagenet_init:
             if not Path(m.backbone.imagenet_init).is_file():
-                raise CheckpointError(f"model.backbone.imagenet_init={m.backbone.imagenet_init} not found: point it "
-                                      "at torchvision's resnet18-f37072fd.pth, or null to train from scratch")
+                raise CheckpointError(
+                    f"model.backbone.imagenet_init={m.backbone.imagenet_init} not found: point it "
+                    "at torchvision's resnet18-f37072fd.pth, or null to train from scratch"
+                )
             rank_zero_info("model.backbone.imagenet_init: starting from SUPERVISED ImageNet weights (not the paper)")
             load_imagenet_init(self.net, m.backbone.imagenet_init)
-        self.projector = build_projector(m.loss.value, self.net.feature_dim, m.projector_hidden_dim,
-                                         m.projector_out_dim)
-        self.predictor = build_predictor(m.projector_out_dim, m.predictor_hidden_dim) if m.loss is SSLLoss.simsiam \
-            else None
+        self.projector = build_projector(
+            m.loss.value, self.net.feature_dim, m.projector_hidden_dim, m.projector_out_dim
+        )
+        self.predictor = (
+            build_predictor(m.projector_out_dim, m.predictor_hidden_dim) if m.loss is SSLLoss.simsiam else None
+        )
         if m.loss is SSLLoss.vicreg:
-            self.ssl_loss = VICRegLoss(m.vicreg_invariance, m.vicreg_variance * (2 if m.variance_sum else 1),
-                                       m.vicreg_covariance, gather_distributed=True)
+            self.ssl_loss = VICRegLoss(
+                m.vicreg_invariance,
+                m.vicreg_variance * (2 if m.variance_sum else 1),
+                m.vicreg_covariance,
+                gather_distributed=True,
+            )
         elif m.loss is SSLLoss.simclr:
             self.ssl_loss = NTXentLoss(temperature=m.simclr_temperature, gather_distributed=True)
         else:
@@ -118,9 +155,11 @@ class SSLTrajectoryModule(MethodModule):
             loss = self.ssl_loss(z1, z2)
         if self.cfg.model.loss is SSLLoss.vicreg:
             with torch.no_grad():  # the three terms, unweighted and rank-local, for the dashboards
-                terms = {"invariance": invariance_loss(z1, z2),
-                         "variance": 0.5 * (variance_loss(z1) + variance_loss(z2)),
-                         "covariance": covariance_loss(z1) + covariance_loss(z2)}
+                terms = {
+                    "invariance": invariance_loss(z1, z2),
+                    "variance": 0.5 * (variance_loss(z1) + variance_loss(z2)),
+                    "covariance": covariance_loss(z1) + covariance_loss(z2),
+                }
         return loss, terms
 
     def trajectory_term(self, x_l: Tensor, x_c: Tensor, x_r: Tensor) -> Tensor:
@@ -161,9 +200,9 @@ class SSLTrajectoryModule(MethodModule):
         return layers + ([] if self.cfg.eval.monitor_layer.value in layers else [self.cfg.eval.monitor_layer.value])
 
     def _collect(self, batch: Any, set_name: str) -> None:
-        images, category, pose, index = batch
+        images, category, pose, index, instance, direction = batch
         feats = self.net.features(images)
-        row = {"category": category, "pose": pose, "index": index}
+        row = {"category": category, "pose": pose, "index": index, "instance": instance, "direction": direction}
         for layer in self._layers():
             row[layer] = feats[layer].float() if layer == "pooled" else patch_norm(feats[layer].float())
         store = self._features.setdefault(set_name, {})
@@ -200,16 +239,32 @@ class SSLTrajectoryModule(MethodModule):
 
     def _pose_accuracy(self, sets: dict, bank: str, query: str, layer: str, setting: KnnSetting) -> float:
         b, q = sets[bank], sets[query]
-        return per_group_accuracy(b[layer], b["pose"], b["category"], q[layer], q["pose"], q["category"],
-                                  self.n_poses, setting)
+        return per_group_accuracy(
+            b[layer], b["pose"], b["category"], q[layer], q["pose"], q["category"], self.n_poses, setting
+        )
 
     def _semantic(self, sets: dict, query: str, k: int) -> dict[str, float]:
         b, q = sets["bank"], sets[query]
         setting = KnnSetting(min(k, len(b["pooled"])), "cosine", 0.1)
-        knn = per_group_accuracy(b["pooled"], b["category"], torch.zeros_like(b["category"]), q["pooled"],
-                                 q["category"], torch.zeros_like(q["category"]), len(self.categories), setting)
-        probe = linear_probe_accuracy(b["pooled"], b["category"], q["pooled"], q["category"], len(self.categories),
-                                      steps=self.cfg.eval.probe_steps, seed=self.cfg.seed)
+        knn = per_group_accuracy(
+            b["pooled"],
+            b["category"],
+            torch.zeros_like(b["category"]),
+            q["pooled"],
+            q["category"],
+            torch.zeros_like(q["category"]),
+            len(self.categories),
+            setting,
+        )
+        probe = linear_probe_accuracy(
+            b["pooled"],
+            b["category"],
+            q["pooled"],
+            q["category"],
+            len(self.categories),
+            steps=self.cfg.eval.probe_steps,
+            seed=self.cfg.seed,
+        )
         return {"sem_knn": knn, "sem_linear": probe}
 
     def on_validation_epoch_end(self) -> None:
@@ -218,8 +273,9 @@ class SSLTrajectoryModule(MethodModule):
             return
         e = self.cfg.eval
         online = KnnSetting(e.online_k, "cosine", e.online_temperature)
-        metrics = {f"val/pose_knn_{layer}": self._pose_accuracy(sets, "bank", "val", layer, online)
-                   for layer in self._layers()}
+        metrics = {
+            f"val/pose_knn_{layer}": self._pose_accuracy(sets, "bank", "val", layer, online) for layer in self._layers()
+        }
         metrics["val/pose_knn"] = metrics[f"val/pose_knn_{e.monitor_layer.value}"]
         metrics.update({f"val/{k}": v for k, v in self._semantic(sets, "val", e.semantic_k).items()})
         # The same numbers on every rank (gathered banks); the sync only keeps Lightning's epoch logging uniform.
@@ -243,17 +299,52 @@ class SSLTrajectoryModule(MethodModule):
                 metrics[f"test/pose_knn_{layer}_ood_pose"] = self._pose_accuracy(sets, "bank", "ood_pose", layer, best)
             if {"ood_bank", "ood_test"} <= set(sets):
                 metrics[f"test/pose_knn_{layer}_ood_category"] = self._pose_accuracy(
-                    sets, "ood_bank", "ood_test", layer, best)
-            report["layers"][layer] = {"selected_on_val": best.name, "val": {s.name: a for s, a in val.items()},
-                                       "test": {s.name: a for s, a in test.items()}}
+                    sets, "ood_bank", "ood_test", layer, best
+                )
+            report["layers"][layer] = {
+                "selected_on_val": best.name,
+                "val": {s.name: a for s, a in val.items()},
+                "test": {s.name: a for s, a in test.items()},
+            }
         metrics["test/pose_knn"] = metrics[f"test/pose_knn_{e.monitor_layer.value}"]
         metrics.update({f"test/{k}": v for k, v in self._semantic(sets, "test", e.semantic_k).items()})
+        if e.relative_pose:
+            metrics.update(self._relative_pose(sets, report))
         self.log_dict(metrics, sync_dist=True)
         if self.trainer.is_global_zero:
+            self._log_layer_panel(metrics)
             report["metrics"] = metrics
             path = self.run_dir / "pose_knn_grid.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(report, indent=1))
+
+    def _relative_pose(self, sets: dict, report: dict) -> dict[str, float]:
+        """test/rel_pose_<layer>[_ood_pose|_ood_category]: the pair probe trained on bank pairs (relative_pose.py)."""
+        e = self.cfg.eval
+        queries = {"": "test", "_ood_pose": "ood_pose", "_ood_category": "ood_test"}
+        queries = {suffix: name for suffix, name in queries.items() if name in sets}
+        if not all(torch.isfinite(sets[name]["direction"]).all() for name in ["bank", *queries.values()]):
+            rank_zero_info("relative pose: skipped (no pose table in meta.json, so the view vectors are unknown)")
+            return {}
+        metrics: dict[str, float] = {}
+        for layer in self._layers():
+
+            def triple(name: str, layer: str = layer) -> tuple[Tensor, Tensor, Tensor]:
+                return sets[name][layer], sets[name]["direction"], sets[name]["instance"]
+
+            accuracy, majority = relative_pose_accuracy(
+                triple("bank"),
+                {suffix: triple(name) for suffix, name in queries.items()},
+                e.rel_pose_pairs,
+                e.rel_pose_bins,
+                e.probe_steps,
+                self.cfg.seed,
+            )
+            metrics.update({f"test/rel_pose_{layer}{suffix}": value for suffix, value in accuracy.items()})
+            report.setdefault("relative_pose_majority_bin", {k or "_test": v for k, v in majority.items()})
+        if f"test/rel_pose_{e.monitor_layer.value}" in metrics:
+            metrics["test/rel_pose"] = metrics[f"test/rel_pose_{e.monitor_layer.value}"]
+        return metrics
 
     def _warn_k(self, sets: dict) -> None:
         counts = sets["bank"]["category"].unique(return_counts=True)[1]
@@ -274,12 +365,41 @@ class SSLTrajectoryModule(MethodModule):
                 captions.append(name)
         log_image_grid(self.loggers, "train/triplets", images, self.global_step, captions, nrow=5)
 
+    def _log_layer_panel(self, metrics: dict[str, float]) -> None:
+        """test/accuracy_per_layer: one bar chart of pose kNN (in-domain, OOD poses, OOD categories) and
+        relative pose for each layer."""
+        if not has_media_logger(self.loggers):
+            return
+        layers = self._layers()
+        panels = (
+            ("pose kNN", "pose_knn", ""),
+            ("pose kNN, OOD poses", "pose_knn", "_ood_pose"),
+            ("pose kNN, OOD categories", "pose_knn", "_ood_category"),
+            ("relative pose", "rel_pose", ""),
+        )
+        series = {
+            name: [metrics.get(f"test/{kind}_{layer}{suffix}", float("nan")) * 100 for layer in layers]
+            for name, kind, suffix in panels
+        }
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        width = 0.8 / len(series)
+        for n, (name, values) in enumerate(series.items()):
+            ax.bar([i + (n - (len(series) - 1) / 2) * width for i in range(len(layers))], values, width, label=name)
+        ax.set_xticks(range(len(layers)), layers)
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"frozen features per layer (chance: pose {100 / self.n_poses:.0f}%)")
+        ax.legend(fontsize=7)
+        log_image(self.loggers, "test/accuracy_per_layer", figure_image(fig), self.global_step)
+
     # ---- export: the backbone (pooled feature out); the projector is training-only
 
     def export_spec(self) -> dict:
         b = self.cfg.model.backbone
-        return {"target": "lightning_modules.ssl_trajectory.net:build_backbone",
-                "kwargs": {"width": b.width, "blocks": list(b.blocks)}}
+        return {
+            "target": "lightning_modules.ssl_trajectory.net:build_backbone",
+            "kwargs": {"width": b.width, "blocks": list(b.blocks)},
+        }
 
     def onnx_io(self) -> tuple[list[str], list[str]]:
         return ["images"], ["pooled"]

@@ -1,7 +1,8 @@
-"""Viewpoints on the viewing sphere (paper §2.1): Fibonacci-sphere poses and reflected triplets.
+"""Viewpoints on the viewing sphere (paper §2.1): Fibonacci-sphere poses, reflected triplets, relative poses.
 
 A pose is a unit view vector p (camera position seen from the object's centre), y is the polar axis:
-azimuth = atan2(z, x), elevation = asin(y). Pure numpy.
+azimuth = atan2(z, x), elevation = asin(y). The camera at p looks at the centre with world y up (z near the
+poles), so a view fixes a full camera rotation. Pure numpy.
 """
 
 from __future__ import annotations
@@ -62,8 +63,38 @@ def sample_left(p_centre: np.ndarray, min_deg: float, max_deg: float, rng: np.ra
     return np.cos(theta) * p_centre + np.sin(theta) * tangent
 
 
-def triplet_poses(p_centre: np.ndarray, min_deg: float, max_deg: float,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def triplet_poses(
+    p_centre: np.ndarray, min_deg: float, max_deg: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(p_L, p_C, p_R) for each centre: L within [min_deg, max_deg] of C, R its reflection through C."""
     p_left = sample_left(p_centre, min_deg, max_deg, rng)
     return p_left, np.atleast_2d(p_centre), reflect_through(p_left, np.atleast_2d(p_centre))
+
+
+def camera_up(view: np.ndarray) -> np.ndarray:
+    """The renderer's up vector for a view: world y, or world z when the camera looks (almost) along y."""
+    return np.array([0.0, 1.0, 0.0]) if abs(view[1]) < 0.999 else np.array([0.0, 0.0, 1.0])
+
+
+def camera_rotation(view: np.ndarray) -> np.ndarray:
+    """(..., 3, 3) world-to-camera rotations: rows right, up, back (= the view vector), as in a look-at camera."""
+    view = np.atleast_2d(view)
+    up = np.stack([camera_up(v) for v in view])
+    right = np.cross(up, view)
+    right /= np.linalg.norm(right, axis=-1, keepdims=True)
+    return np.stack([right, np.cross(view, right), view], axis=-2)
+
+
+def relative_direction(view_i: np.ndarray, view_j: np.ndarray) -> np.ndarray:
+    """(N, 3): view j's camera position in view i's camera frame, R_i p_j = R_i R_jᵀ e_z.
+
+    It depends only on the relative camera rotation R_i R_jᵀ (not on the object's canonical pose), so it is
+    defined for unseen categories too; (0, 0, 1) is "the same view", +x a step to the camera's right.
+    """
+    return np.einsum("nij,nj->ni", camera_rotation(view_i), np.atleast_2d(view_j))
+
+
+def relative_pose_bins(view_i: np.ndarray, view_j: np.ndarray, n_bins: int = 50) -> np.ndarray:
+    """(N,) relative-pose class of each pair: the nearest of Fib(n_bins) to `relative_direction` (paper §2.5:
+    50 bins; the release's precomputed table is not shipped, so the bins are computed here)."""
+    return nearest_pose(relative_direction(view_i, view_j), fibonacci_sphere(n_bins))

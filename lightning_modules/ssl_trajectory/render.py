@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lightning_modules.ssl_trajectory.poses import fibonacci_sphere
+from lightning_modules.ssl_trajectory.poses import camera_up, fibonacci_sphere
 from tenfold.errors import ConfigError
 
 # Real meshes bundled with pybullet_data (paths relative to pybullet_data.getDataPath()).
@@ -42,8 +42,9 @@ def mesh_path(category: str) -> str:
         number = f"{int(category[5:]):03d}"  # pybullet_data's 1000 procedurally generated meshes
         return os.path.join(root, "random_urdfs", number, f"{number}.obj")
     if category not in MESHES:
-        raise ConfigError(f"unknown mesh '{category}' in data.generate categories; known: "
-                          f"{', '.join(MESHES)}, blob_0 ... blob_999")
+        raise ConfigError(
+            f"unknown mesh '{category}' in data.generate categories; known: {', '.join(MESHES)}, blob_0 ... blob_999"
+        )
     return os.path.join(root, MESHES[category])
 
 
@@ -89,8 +90,13 @@ class MeshRenderer:
         p.resetSimulation(physicsClientId=self.client)
         path = mesh_path(instance.category)
         scale = np.asarray(instance.scale, dtype=np.float64)
-        shape = p.createVisualShape(p.GEOM_MESH, fileName=path, meshScale=scale.tolist(),
-                                    rgbaColor=list(instance.rgba), physicsClientId=self.client)
+        shape = p.createVisualShape(
+            p.GEOM_MESH,
+            fileName=path,
+            meshScale=scale.tolist(),
+            rgbaColor=list(instance.rgba),
+            physicsClientId=self.client,
+        )
         p.createMultiBody(baseMass=0, baseVisualShapeIndex=shape, physicsClientId=self.client)
         lo, hi = mesh_bounds(path)
         lo, hi = lo * scale, hi * scale
@@ -101,16 +107,24 @@ class MeshRenderer:
         """(size, size, 3) uint8 image of the loaded instance seen from unit vector `view`."""
         p = self.p
         view = np.asarray(view, dtype=np.float64)
-        if up is None:  # world y up, unless the camera looks along it
-            up = np.array([0.0, 1.0, 0.0]) if abs(view[1]) < 0.999 else np.array([0.0, 0.0, 1.0])
+        up = camera_up(view) if up is None else up  # world y up, unless the camera looks along it
         eye = self.centre + DISTANCE * self.radius * view
-        view_matrix = p.computeViewMatrix(eye.tolist(), self.centre.tolist(), np.asarray(up).tolist(),
-                                          physicsClientId=self.client)
-        proj = p.computeProjectionMatrixFOV(FOV_DEG, 1.0, 0.1 * self.radius, 6.0 * self.radius,
-                                            physicsClientId=self.client)
-        _, _, rgba, _, seg = p.getCameraImage(self.size, self.size, view_matrix, proj, renderer=p.ER_TINY_RENDERER,
-                                              lightDirection=np.asarray(light).tolist(), shadow=0,
-                                              physicsClientId=self.client)
+        view_matrix = p.computeViewMatrix(
+            eye.tolist(), self.centre.tolist(), np.asarray(up).tolist(), physicsClientId=self.client
+        )
+        proj = p.computeProjectionMatrixFOV(
+            FOV_DEG, 1.0, 0.1 * self.radius, 6.0 * self.radius, physicsClientId=self.client
+        )
+        _, _, rgba, _, seg = p.getCameraImage(
+            self.size,
+            self.size,
+            view_matrix,
+            proj,
+            renderer=p.ER_TINY_RENDERER,
+            lightDirection=np.asarray(light).tolist(),
+            shadow=0,
+            physicsClientId=self.client,
+        )
         image = np.asarray(rgba, dtype=np.uint8).reshape(self.size, self.size, 4)[..., :3].copy()
         image[np.asarray(seg).reshape(self.size, self.size) < 0] = 0
         return image
@@ -122,8 +136,9 @@ class MeshRenderer:
 SYMMETRY_ANGLES = (60.0, 90.0, 120.0, 180.0)
 
 
-def find_symmetry(renderer: MeshRenderer, instance: Instance, tol: float = 0.01,
-                  n_views: int = 6) -> tuple[str, float, float] | None:
+def find_symmetry(
+    renderer: MeshRenderer, instance: Instance, tol: float = 0.01, n_views: int = 6
+) -> tuple[str, float, float] | None:
     """A rotation about a mesh axis that leaves every test view unchanged, as (axis, degrees, difference).
 
     Moving the camera, its up vector and the light by R shows the object rotated by R⁻¹; if all views
@@ -132,13 +147,14 @@ def find_symmetry(renderer: MeshRenderer, instance: Instance, tol: float = 0.01,
     """
     renderer.load(instance)
     views = fibonacci_sphere(n_views)
-    ups = [np.array([0.0, 1.0, 0.0]) if abs(v[1]) < 0.999 else np.array([0.0, 0.0, 1.0]) for v in views]
+    ups = [camera_up(v) for v in views]
     base = [renderer.render(v, u).astype(np.float32) / 255 for v, u in zip(views, ups)]
     for axis, name in enumerate("xyz"):
         for degrees in SYMMETRY_ANGLES:
             r = rotation(axis, degrees)
-            diff = np.mean([np.abs(renderer.render(r @ v, r @ u, r @ LIGHT) / 255 - b).mean()
-                            for v, u, b in zip(views, ups, base)])
+            diff = np.mean(
+                [np.abs(renderer.render(r @ v, r @ u, r @ LIGHT) / 255 - b).mean() for v, u, b in zip(views, ups, base)]
+            )
             if diff < tol:
                 return name, degrees, float(diff)
     return None
