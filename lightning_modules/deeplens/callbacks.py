@@ -11,6 +11,7 @@ from PIL import Image
 from lightning_modules.deeplens.design import set_stop_for_aperture
 from lightning_modules.deeplens.plots import layout_image, spot_diagrams_image
 from lightning_modules.optics import Lens
+from lightning_modules.optics.formats import save_deeplens_json, save_zmx
 from tenfold.media import has_media_logger, log_image
 from tenfold.method import ExportWriter
 
@@ -57,7 +58,8 @@ class LensVisualsCallback(L.Callback):
 
 
 class LensExportCallback(L.Callback):
-    """Writes export/prescription.json, layout.png and spots.png beside the platform's model.pt."""
+    """Writes export/prescription.json (tenfold), lens_deeplens.json (official DeepLens `GeoLens`), lens.zmx
+    (Zemax), layout.png and spots.png beside the platform's model.pt."""
 
     def __init__(self) -> None:
         self.spec = None
@@ -67,6 +69,8 @@ class LensExportCallback(L.Callback):
 
     def export_artifacts(self, model: Lens, writer: ExportWriter) -> None:
         writer.file("prescription.json", model.save_json, what="prescription")
+        writer.file("lens_deeplens.json", lambda path: save_deeplens_json(model, path), what="DeepLens JSON")
+        writer.file("lens.zmx", lambda path: save_zmx(model, path), what="Zemax lens")
         pictures = _pictures(model, self.spec, title=f"EFL {model.foclen:.3f} mm, F/{model.fnum:.2f}")
         writer.image("layout.png", pictures["layout"])
         writer.image("spots.png", pictures["spots"])
