@@ -109,11 +109,18 @@ class Lens(nn.Module):
         for surface, (front, behind) in list(zip(self.surfaces, self.media()))[:upto]:
             rays = surface.intersect(rays)
             if not surface.is_stop:
-                eta = front.n(rays.wvln_nm).to(self.dtype) / behind.n(rays.wvln_nm).to(self.dtype)
+                eta = self._index(front, rays) / self._index(behind, rays)
                 d, valid = refract(rays.d, surface.normal(rays.o), eta, rays.valid)
                 rays = rays.moved(rays.o, d, valid)
             path.append(rays)
         return path
+
+    def _index(self, material: Material, rays: Rays) -> Tensor:
+        """n of `material` for the bundle: a scalar, or (W, 1, ..) when the bundle stacks W wavelengths."""
+        if isinstance(rays.wvln_nm, (int, float)):
+            return material.n(rays.wvln_nm).to(self.dtype)
+        n = torch.stack([material.n(w) for w in rays.wvln_nm]).to(self.dtype)
+        return n.view(-1, *[1] * (rays.valid.ndim - 1))
 
     def trace_to_sensor(self, rays: Rays) -> Rays:
         return self.trace(rays).propagate_to_z(self.d_sensor)
