@@ -28,8 +28,8 @@ def _pictures(lens: Lens, spec, title: str) -> dict[str, Image.Image]:
 
 
 class LensVisualsCallback(L.Callback):
-    """Every `every_n_steps` (at the next validation): layout with rays and spot diagrams at the target
-    specification, to W&B / TensorBoard, and as PNGs under <run dir>/visuals/ for every other logger."""
+    """Every `every_n_steps` (at the next validation) and at the last step: layout with rays and spot diagrams at
+    the target specification, to W&B / TensorBoard, and as PNGs under <run dir>/visuals/ for every other logger."""
 
     def __init__(self, every_n_steps: int) -> None:
         self.every_n_steps = every_n_steps
@@ -39,7 +39,8 @@ class LensVisualsCallback(L.Callback):
         step = trainer.global_step
         if trainer.sanity_checking or not trainer.is_global_zero or not trainer.loggers or self.every_n_steps <= 0:
             return
-        if self.last_logged is not None and step - self.last_logged < self.every_n_steps:
+        final = trainer.max_steps is not None and 0 < trainer.max_steps <= step  # the finished design
+        if self.last_logged is not None and step - self.last_logged < self.every_n_steps and not final:
             return
         self.last_logged = step
         spec = pl_module.cfg.model.spec

@@ -43,6 +43,10 @@ from tenfold.registry import register_method
 FULL_SPEC = DesignState(aperture=1.0, fov=1.0)
 
 
+def _efl(power: Tensor) -> Tensor:
+    return torch.where(power.abs() > 1e-9, 1 / power, torch.full_like(power, 1e9))  # 1e9: no power (flat)
+
+
 class StagedSchedule:
     """[now] learning-rate factor of the step: `warmup_steps` of linear warm-up, cosine warm restarts of period
     ramp/4 while the curriculum ramps, then a fresh warm-up and one cosine decay over the fine-tuning stage."""
@@ -123,6 +127,7 @@ class LensDesignModule(MethodModule):
         loss = result.loss + m.constraints.weight * sum(terms.values()) + sum(extra.values())
         self.log_dict({"train/loss": loss, "train/spot_loss": result.loss, "train/rms_um": result.rms.mean() * 1000,
                        "train/valid_frac": result.valid.mean(), "train/stage_finetune": float(finetune),
+                       "train/efl_mm": _efl(self.lens.paraxial_power().detach()),
                        **{f"train/reg_{name}": value for name, value in terms.items()},
                        **{f"train/loss_{name}": value for name, value in extra.items()}},
                       on_step=True, on_epoch=False, prog_bar=False, batch_size=1)

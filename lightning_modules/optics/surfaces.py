@@ -96,7 +96,7 @@ class EvenAsphere(Surface):
         return dz
 
     def in_domain(self, rho2: Tensor) -> Tensor:
-        return self._conic_root(rho2)[1] & (rho2 <= self.r**2)
+        return self._conic_root(rho2)[1] & (rho2 <= self.clear_radius.to(rho2.dtype) ** 2)
 
     def _residual(self, rays: Rays, t: Tensor) -> tuple[Tensor, Tensor]:
         """f(t) and f'(t) along each ray."""
@@ -124,7 +124,31 @@ class EvenAsphere(Surface):
         t = 2 * cc / _nonzero(-b + torch.sqrt(disc.clamp(min=0)))
         return t, meets
 
+    @property
+    def is_conic(self) -> bool:
+        """No polynomial term can move the surface off its conic (none, or all zero and frozen)."""
+        return all(not a.requires_grad and float(a) == 0 for a in self.ai)
+
+    def _intersect_conic(self, rays: Rays) -> Rays:
+        """Spheres and conics: the closed-form root, differentiable as it is (no Newton, no extra residual)."""
+        ox, oy, oz = rays.o.unbind(-1)
+        dx, dy, dz = rays.d.unbind(-1)
+        c = self.c
+        ck = (1 + self.k) * c
+        z = oz - self.d
+        half_b = c * (ox * dx + oy * dy) + (ck * z - 1) * dz
+        cc = c * (ox * ox + oy * oy) + (ck * z - 2) * z
+        disc = half_b * half_b - (c * (dx * dx + dy * dy) + ck * dz * dz) * cc
+        meets = disc.detach() >= 0
+        t = cc / _nonzero(torch.sqrt(torch.where(meets, disc, torch.ones_like(disc))) - half_b)
+        p = rays.o + t.unsqueeze(-1) * rays.d
+        rho2 = p[..., 0] ** 2 + p[..., 1] ** 2
+        valid = rays.valid & meets & torch.isfinite(t.detach()) & self.in_domain(rho2.detach())
+        return rays.moved(torch.where(valid.unsqueeze(-1), p, rays.o), valid=valid)
+
     def intersect(self, rays: Rays) -> Rays:
+        if self.is_conic:
+            return self._intersect_conic(rays)
         with torch.no_grad():
             t0 = (self.d - rays.o[..., 2]) / rays.d[..., 2]  # the vertex plane
             t, meets = self._conic_t(rays)  # exact for spheres and conics
@@ -152,6 +176,9 @@ class EvenAsphere(Surface):
 
     def normal(self, p: Tensor) -> Tensor:
         """Unit normal (..., 3) at points on the surface, pointing towards -z."""
+        if self.is_conic:  # the gradient of c (x^2 + y^2) + (1 + k) c z'^2 - 2 z'
+            n = torch.cat([self.c * p[..., :2], ((1 + self.k) * self.c * (p[..., 2:] - self.d) - 1)], dim=-1)
+            return n / n.norm(dim=-1, keepdim=True)
         x, y = p[..., 0], p[..., 1]
         g = self.dsag_drho2(x**2 + y**2)
         n = torch.stack([2 * x * g, 2 * y * g, -torch.ones_like(x)], dim=-1)
