@@ -129,7 +129,10 @@ class LensDesignModule(MethodModule):
                        "train/valid_frac": result.valid.mean(), "train/stage_finetune": float(finetune),
                        "train/efl_mm": _efl(self.lens.paraxial_power().detach()),
                        **{f"train/reg_{name}": value for name, value in terms.items()},
-                       **{f"train/loss_{name}": value for name, value in extra.items()}},
+                       **{f"train/loss_{name}": value for name, value in extra.items()},
+                       # The logged step, explicitly: Lightning's own counter is one ahead after a resume from
+                       # an end-of-epoch checkpoint (its loop adds 1 on restart), shifting metrics.csv.
+                       "step": float(step)},
                       on_step=True, on_epoch=False, prog_bar=False, batch_size=1)
         return loss
 
@@ -203,6 +206,8 @@ class LensDesignModule(MethodModule):
             f"{stage}/ttl_mm": (lens.d_sensor - lens.surfaces[0].d).detach(),
             **{f"{stage}/spot_um_field{f:.2f}": v * 1000 for f, v in zip(m.spec.fields, spot)},
         }
+        if stage == "val" and self._trainer is not None and not self.trainer.sanity_checking:
+            metrics["step"] = torch.tensor(float(max(self.global_step - 1, 0)))  # the last design step's row
         self.log_dict({k: v.float() for k, v in metrics.items()}, sync_dist=True, batch_size=1)
 
     def _train_pupil(self, step: int) -> Tensor:
