@@ -173,3 +173,15 @@ def test_bad_prescription_is_one_line_naming_the_surface(tmp_path: Path, capsys:
                       "logger=none", "--validate-only", f"model.init.prescription={path}")
     assert expected in line and "bad.json" in line
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.ckpt"))
+
+
+def test_a_stop_left_inside_glass_by_a_design_is_written_behind_the_next_surface() -> None:
+    # A design that moved the flint's rear surface 0.3 mm off the Cooke stop (the EDoF lens learns vertices).
+    lens = Lens.from_json(PRESCRIPTIONS / "cooke_triplet.json")
+    with torch.no_grad():
+        lens.surfaces[4].d += 0.3
+    data = to_deeplens_dict(lens)
+    kinds = [(s["type"], round(s["d"], 5), s["mat2"]) for s in data["surfaces"]]
+    assert kinds[3] == ("Spheric", 10.56648, "air") and kinds[4] == ("Aperture", 10.56648, "air")
+    back = Lens.from_dict(prescription_from_zmx(to_zmx(lens)))
+    assert back.foclen == pytest.approx(lens.foclen, rel=1e-12)

@@ -12,9 +12,10 @@ official code evaluates with the same Cauchy fit, so both tracers see the same i
 to this catalogue case-insensitively and falls back to the file's n_d/V_d.
 
 The official `Aperture` always has air behind it. A stop that sits inside glass on a refracting surface (the
-classic Cooke triplet's, on the rear vertex of the flint) is therefore written just behind that surface, at
-the same z, in the air that follows it; rays then meet it after refracting at the surface instead of before,
-which moves the clipping edge by less than a micrometre for that lens.
+classic Cooke triplet's, on the rear vertex of the flint) is therefore written just behind the glass-air surface
+that follows it, at that surface's z, in air; rays then meet it after refracting there instead of before (for
+the classic Cooke a 0.7 % change of the on-axis RMS with a 5 % over-filled pupil, none when the stop edge is
+not reached).
 """
 
 from __future__ import annotations
@@ -71,9 +72,11 @@ def _sequence(lens: Lens) -> list[dict[str, Any]]:
         e = entries[i]
         if e["surface"].is_stop and not e["front"].is_air:
             nxt = entries[i + 1] if i + 1 < len(entries) else None
-            if nxt is None or abs(nxt["z"] - e["z"]) > 1e-9 or not nxt["surface"].mat2.is_air:
-                raise ConfigError(f"surfaces[{i}]: the stop sits inside glass away from any surface; the "
-                                  "official DeepLens and Zemax formats need the stop in air")
+            if nxt is None or not nxt["surface"].mat2.is_air:
+                raise ConfigError(f"surfaces[{i}]: the stop sits inside glass with no air behind the next surface; "
+                                  "the official DeepLens and Zemax formats need the stop in air")
+            # Behind the glass-air surface that follows it (a design may have moved that surface off the stop).
+            e = {**e, "z": nxt["z"]}
             entries[i], entries[i + 1] = nxt, e
             i += 1
         i += 1
