@@ -133,6 +133,16 @@ def test_resumed_run_continues_the_curriculum_and_the_lens(tmp_path: Path) -> No
     with open(tmp_path / "full" / "deeplens" / "full" / "metrics.csv") as fh:
         stages = [float(r["curriculum/stage"]) for r in csv.DictReader(fh) if r.get("curriculum/stage")]
     assert stages and stages == sorted(stages) and stages[-1] == 3
+    # metrics.csv of the resumed run has the same (step, value) rows as the uninterrupted one: no step shifted
+    # by one after the restart (issue #17, item 4), no row duplicated.
+    rows = {}
+    for run in ("full", "cut"):
+        with open(tmp_path / run / "deeplens" / run / "metrics.csv") as fh:
+            table = list(csv.DictReader(fh))
+        rows[run] = ([(int(r["step"]), round(float(r["train/loss"]), 9)) for r in table if r.get("train/loss")],
+                     [(int(r["step"]), round(float(r["val/rms_um"]), 6)) for r in table if r.get("val/rms_um")])
+    assert [step for step, _ in rows["full"][0]] == list(range(12))
+    assert rows["cut"] == rows["full"]
 
 
 # ---- bad input

@@ -11,6 +11,7 @@ from PIL import Image
 from lightning_modules.deeplens.design import set_stop_for_aperture
 from lightning_modules.deeplens.plots import layout_image, spot_diagrams_image
 from lightning_modules.optics import Lens
+from lightning_modules.optics.formats import save_deeplens_json, save_zmx
 from tenfold.media import has_media_logger, log_image
 from tenfold.method import ExportWriter
 
@@ -27,8 +28,8 @@ def _pictures(lens: Lens, spec, title: str) -> dict[str, Image.Image]:
 
 
 class LensVisualsCallback(L.Callback):
-    """Every `every_n_steps` (at the next validation): layout with rays and spot diagrams at the target
-    specification, to W&B / TensorBoard, and as PNGs under <run dir>/visuals/ for every other logger."""
+    """Every `every_n_steps` (at the next validation) and at the last step: layout with rays and spot diagrams at
+    the target specification, to W&B / TensorBoard, and as PNGs under <run dir>/visuals/ for every other logger."""
 
     def __init__(self, every_n_steps: int) -> None:
         self.every_n_steps = every_n_steps
@@ -38,7 +39,8 @@ class LensVisualsCallback(L.Callback):
         step = trainer.global_step
         if trainer.sanity_checking or not trainer.is_global_zero or not trainer.loggers or self.every_n_steps <= 0:
             return
-        if self.last_logged is not None and step - self.last_logged < self.every_n_steps:
+        final = trainer.max_steps is not None and 0 < trainer.max_steps <= step  # the finished design
+        if self.last_logged is not None and step - self.last_logged < self.every_n_steps and not final:
             return
         self.last_logged = step
         spec = pl_module.cfg.model.spec
@@ -57,7 +59,8 @@ class LensVisualsCallback(L.Callback):
 
 
 class LensExportCallback(L.Callback):
-    """Writes export/prescription.json, layout.png and spots.png beside the platform's model.pt."""
+    """Writes export/prescription.json (tenfold), lens_deeplens.json (official DeepLens `GeoLens`), lens.zmx
+    (Zemax), layout.png and spots.png beside the platform's model.pt."""
 
     def __init__(self) -> None:
         self.spec = None
@@ -67,6 +70,8 @@ class LensExportCallback(L.Callback):
 
     def export_artifacts(self, model: Lens, writer: ExportWriter) -> None:
         writer.file("prescription.json", model.save_json, what="prescription")
+        writer.file("lens_deeplens.json", lambda path: save_deeplens_json(model, path), what="DeepLens JSON")
+        writer.file("lens.zmx", lambda path: save_zmx(model, path), what="Zemax lens")
         pictures = _pictures(model, self.spec, title=f"EFL {model.foclen:.3f} mm, F/{model.fnum:.2f}")
         writer.image("layout.png", pictures["layout"])
         writer.image("spots.png", pictures["spots"])

@@ -91,12 +91,44 @@ class ConstraintConfig:
 
 
 @dataclass
+class RecipeConfig:
+    """How the objective samples and weights (digest 2.6-3.4). The defaults are this module's original recipe
+    ([c23]/[c24]-style); `configs/deeplens_now.yaml` and `configs/deeplens_cooke_now.yaml` select the current
+    official code's ([now]) choices, each of which can be switched back alone (the ablations)."""
+
+    # list: the spec's field radii along +y; ring_arm: 2-D polar fields, ring angles hfov * beta^0.5 for beta
+    # evenly spaced in [0, 1], `arms` azimuths (plus the axis), [now] 16 x 4 (32 x 8 in fine-tuning)
+    fields: str = "list"
+    rings: int = 16
+    arms: int = 4
+    finetune_rings: int = 32
+    finetune_arms: int = 8
+    # each: every wavelength weights fields by its own detached normalized MSE; first: the first traced
+    # wavelength's weights for all ([now] curriculum, red); in fine-tuning the green channel's
+    field_weight_from: str = "each"
+    field_dropout: float = 0.0  # fraction of fields zeroed at random each step ([now] 0.1)
+    # decay: lr(a_2i) = a * a_decay^(i-2) (today); radius: lr(a_2n) = a / max(r, 1)^(2n) per surface ([now])
+    a_lr_scaling: str = "decay"
+    # platform: optim.scheduler over the whole run; restarts: cosine warm restarts of period ramp/4 during
+    # the curriculum, then `warmup_steps` of warm-up and a cosine decay in fine-tuning ([now])
+    schedule: str = "platform"
+    warmup_steps: int = 100
+    # Fine-tuning stage from this step to the end (null: none): glasses snapped to the catalogue, spots
+    # about the green centroid (distortion then free, held by a hinge), more fields ([now], digest 2.8, 3.1)
+    finetune_from_step: int | None = None
+    distortion_max: float = 0.10  # relative distortion hinge in fine-tuning (10 % cellphone, 2 % camera)
+    distortion_weight: float = 0.1
+    focus_weight: float = 0.0  # on-axis RGB RMS about its centroid added to the loss ([now] 0.1)
+
+
+@dataclass
 class DeepLensModelConfig:
     spec: LensSpec = field(default_factory=LensSpec)
     init: InitConfig = field(default_factory=InitConfig)
     optimize: OptimizeConfig = field(default_factory=OptimizeConfig)
     lr: LearningRates = field(default_factory=LearningRates)
     constraints: ConstraintConfig = field(default_factory=ConstraintConfig)
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
     dtype: str = "float64"  # float32 is fine for geometric tracing (digest 5)
     resample_rays_every: int = 1  # steps between fresh random pupil samples (50-100 in the official code)
     # Shape control every N steps (no gradient, digest 2.9): clear radii follow the rays; 0: never

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from lightning_modules.deeplens.config import ConstraintConfig, DeepLensModelConfig, FlatInit, LensSpec
 from lightning_modules.optics import ApertureStop, EvenAsphere, Lens, material_from_name
 from lightning_modules.optics.materials import Air
-from lightning_modules.optics.spot import pupil_samples, rms_spot, trace_fields
+from lightning_modules.optics.spot import pupil_samples, rms_spot, trace_fields_multi
 
 GAP_SAMPLES = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)  # fractions of the smaller clear radius
 
@@ -143,32 +143,95 @@ def substituted(module: nn.Module, name: str, value: Tensor) -> Iterator[None]:
 # ---- objective
 
 
+def meridional_fields(spec: LensSpec) -> Tensor:
+    return torch.tensor([[0.0, f] for f in spec.fields], dtype=torch.float64)
+
+
+def ring_arm_fields(rings: int, arms: int, hfov: float) -> Tensor:
+    """(1 + (rings - 1) * arms, 2) normalized 2-D fields: the axis, then rings at angles hfov * beta^0.5
+    (beta evenly spaced in (0, 1]) on `arms` azimuths ([now] ring-arm sampling, digest 2.6)."""
+    beta = torch.linspace(0, 1, rings, dtype=torch.float64)[1:]
+    radius = torch.tan(hfov * beta.sqrt()) / math.tan(hfov) if hfov > 0 else beta.sqrt()
+    phi = 2 * math.pi * torch.arange(arms, dtype=torch.float64) / arms
+    xy = torch.stack([torch.outer(radius, phi.sin()), torch.outer(radius, phi.cos())], dim=-1).reshape(-1, 2)
+    return torch.cat([torch.zeros(1, 2, dtype=torch.float64), xy])
+
+
+@dataclass
+class Objective:
+    """How one step's spots are scored (RecipeConfig, resolved for the current stage)."""
+
+    fields: Tensor  # (F, 2) normalized
+    weight_from: str = "each"  # each | first | green | none
+    dropout: float = 0.0
+    center: str = "pinhole"  # pinhole | centroid (the green centroid of each field)
+    generator: torch.Generator | None = None  # for the field dropout
+
+
+@dataclass
+class SpotResult:
+    loss: Tensor  # the weighted RMS objective (mm), averaged over wavelengths
+    rms: Tensor  # (W, F) RMS about the objective's centre
+    valid: Tensor  # (W, F) fraction of rays through
+    centroid: Tensor  # (W, F, 2)
+    target: Tensor  # (F, 2) pinhole image points
+    chief_cos: Tensor  # (F,) cosine of the chief ray's angle at the sensor (green; 1 where it is lost)
+
+
+def spot_objective(lens: Lens, spec: LensSpec, state: DesignState, pupil: Tensor, objective: Objective) -> SpotResult:
+    """All fields and wavelengths in one batched trace, plus each field's chief ray (the pupil centre)."""
+    hfov = state.hfov(spec)
+    fields = objective.fields
+    target = -fields.to(lens.dtype) * spec.foclen * math.tan(hfov)  # pinhole image points (F, 2)
+    pupil = torch.cat([pupil.to(torch.float64), torch.zeros(1, 2, dtype=torch.float64)])  # + the chief ray
+    rays = trace_fields_multi(lens, fields, spec.depth_mm, spec.wavelengths_nm, pupil, hfov=hfov,
+                              pupil_scale=spec.pupil_scale)
+    xy, valid = rays.o[..., :-1, :2], rays.valid[..., :-1]  # (W, F, N, 2), (W, F, N)
+    green = len(spec.wavelengths_nm) // 2
+    chief_cos = torch.where(rays.valid[green, :, -1], rays.d[green, :, -1, 2], torch.ones_like(rays.d[green, :, -1, 2]))
+    w = valid.to(xy.dtype)
+    count = w.sum(-1).clamp(min=1)  # (W, F)
+    centroid = (w.unsqueeze(-1) * xy).sum(-2) / count.unsqueeze(-1)  # (W, F, 2)
+    center = target.expand_as(centroid) if objective.center == "pinhole" else centroid[green].expand_as(centroid)
+    sq = ((xy - center.unsqueeze(-2)) ** 2).sum(-1) * w  # (W, F, N)
+    mse = sq.sum(-1) / count  # (W, F)
+    if objective.weight_from == "none":
+        weight = torch.ones_like(mse)
+    else:
+        ref = {"each": mse, "first": mse[:1], "green": mse[green : green + 1]}[objective.weight_from]
+        weight = (ref / ref.mean(-1, keepdim=True).clamp(min=1e-30)).detach().expand_as(mse)
+    if objective.dropout > 0:
+        keep = torch.rand(len(fields), generator=objective.generator, dtype=torch.float64) >= objective.dropout
+        weight = weight * keep.to(weight.dtype)
+    loss = torch.sqrt((weight.unsqueeze(-1) * sq).sum((-2, -1)) / w.sum((-2, -1)).clamp(min=1) + 1e-20).mean()
+    rms = torch.sqrt(mse.clamp(min=1e-20))
+    return SpotResult(loss, rms, w.mean(-1), centroid, target, chief_cos)
+
+
 def spot_loss(lens: Lens, spec: LensSpec, state: DesignState, pupil: Tensor,
               field_weighting: bool = True) -> tuple[Tensor, Tensor, Tensor]:
-    """(loss, RMS about the ideal points (W, F), valid fraction (W, F)) over the spec's wavelengths."""
-    hfov = state.hfov(spec)
-    fields = torch.tensor([[0.0, f] for f in spec.fields], dtype=torch.float64)
-    target = -fields.to(lens.dtype) * spec.foclen * math.tan(hfov)  # pinhole image points (F, 2)
-    losses, rms, valid_frac = [], [], []
-    for wvln in spec.wavelengths_nm:
-        xy, valid = trace_fields(lens, fields, spec.depth_mm, wvln, pupil, hfov=hfov, pupil_scale=spec.pupil_scale)
-        w = valid.to(xy.dtype)
-        sq = ((xy - target.unsqueeze(1)) ** 2).sum(-1) * w  # (F, N)
-        mse = sq.sum(1) / w.sum(1).clamp(min=1)
-        weight = (mse / mse.mean().clamp(min=1e-30)).detach() if field_weighting else torch.ones_like(mse)
-        losses.append(torch.sqrt((weight.unsqueeze(1) * sq).sum() / w.sum().clamp(min=1) + 1e-20))
-        rms.append(rms_spot(xy, valid, target))
-        valid_frac.append(w.mean(1))
-    return torch.stack(losses).mean(), torch.stack(rms), torch.stack(valid_frac)
+    """(loss, RMS about the ideal points (W, F), valid fraction (W, F)) over the spec's fields and wavelengths."""
+    objective = Objective(meridional_fields(spec), weight_from="each" if field_weighting else "none")
+    result = spot_objective(lens, spec, state, pupil, objective)
+    return result.loss, result.rms, result.valid
+
+
+def distortion(result: SpotResult) -> Tensor:
+    """(F,) relative radial distortion of each field's green centroid against its pinhole point (0 on axis)."""
+    green = result.centroid.shape[0] // 2
+    r_ideal = result.target.norm(dim=-1)
+    r_real = result.centroid[green].norm(dim=-1)
+    return torch.where(r_ideal > 1e-9, (r_real - r_ideal) / r_ideal.clamp(min=1e-9), torch.zeros_like(r_ideal))
 
 
 def spot_rms_rgb(lens: Lens, spec: LensSpec, pupil: Tensor) -> Tensor:
     """(F,) RMS radius of all wavelengths' hits pooled, about their common centroid, at the full spec."""
-    fields = torch.tensor([[0.0, f] for f in spec.fields], dtype=torch.float64)
+    fields = meridional_fields(spec)
     hfov = math.radians(spec.hfov_deg)
-    traced = [trace_fields(lens, fields, spec.depth_mm, w, pupil, hfov=hfov, pupil_scale=spec.pupil_scale)
-              for w in spec.wavelengths_nm]
-    return rms_spot(torch.cat([t[0] for t in traced], 1), torch.cat([t[1] for t in traced], 1))
+    rays = trace_fields_multi(lens, fields, spec.depth_mm, spec.wavelengths_nm, pupil, hfov=hfov,
+                              pupil_scale=spec.pupil_scale)
+    xy, valid = rays.o[..., :2].transpose(0, 1), rays.valid.transpose(0, 1)  # (F, W, N, ..)
+    return rms_spot(xy.reshape(len(fields), -1, 2), valid.reshape(len(fields), -1))
 
 
 def constraint_terms(lens: Lens, spec: LensSpec, cfg: ConstraintConfig) -> dict[str, Tensor]:
@@ -199,16 +262,9 @@ def constraint_terms(lens: Lens, spec: LensSpec, cfg: ConstraintConfig) -> dict[
     return terms
 
 
-def chief_ray_angle_term(lens: Lens, spec: LensSpec, state: DesignState, cfg: ConstraintConfig) -> Tensor:
-    """Penalty on the angle at the sensor of the ray through the pupil centre of the outermost field."""
-    fields = torch.tensor([[0.0, max(spec.fields)]], dtype=torch.float64)
-    points = lens.object_points(fields, spec.depth_mm, state.hfov(spec))
-    rays = lens.trace(lens.rays_from_points(points, spec.wavelengths_nm[len(spec.wavelengths_nm) // 2],
-                                            torch.zeros(1, 2)))
-    cos = rays.d[..., 2][rays.valid]
-    if cos.numel() == 0:
-        return torch.zeros((), dtype=lens.dtype)
-    angle = torch.acos(cos.clamp(max=1 - 1e-12))
+def chief_ray_angle_term(result: SpotResult, cfg: ConstraintConfig) -> Tensor:
+    """Penalty on the largest angle at the sensor of the fields' chief rays (the pupil centre)."""
+    angle = torch.acos(result.chief_cos.clamp(max=1 - 1e-12))
     limit = math.radians(cfg.chief_ray_angle_max_deg)
     return cfg.angle_weight * torch.relu((angle - limit) / limit).max()
 

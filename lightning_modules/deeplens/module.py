@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,24 +17,58 @@ from lightning_modules.deeplens.callbacks import LensExportCallback, LensVisuals
 from lightning_modules.deeplens.config import DeepLensExperimentConfig
 from lightning_modules.deeplens.design import (
     DesignState,
+    Objective,
     chief_ray_angle_term,
     constraint_terms,
+    distortion,
     initial_lens,
+    meridional_fields,
     prune_apertures,
     refocus,
     refracting,
+    ring_arm_fields,
     set_stop_for_aperture,
     solve_last_curvature,
-    spot_loss,
+    spot_objective,
     spot_rms_rgb,
     substituted,
 )
 from lightning_modules.optics import Lens, pupil_samples
+from lightning_modules.optics.materials import material_from_name, nearest_catalogue_glass
 from tenfold.errors import ConfigError
 from tenfold.method import MethodModule
+from tenfold.optim import build_optimizer
 from tenfold.registry import register_method
 
 FULL_SPEC = DesignState(aperture=1.0, fov=1.0)
+
+
+def _efl(power: Tensor) -> Tensor:
+    return torch.where(power.abs() > 1e-9, 1 / power, torch.full_like(power, 1e9))  # 1e9: no power (flat)
+
+
+class StagedSchedule:
+    """[now] learning-rate factor of the step: `warmup_steps` of linear warm-up, cosine warm restarts of period
+    ramp/4 while the curriculum ramps, then a fresh warm-up and one cosine decay over the fine-tuning stage."""
+
+    def __init__(self, cfg: DeepLensExperimentConfig, max_steps: int) -> None:
+        r = cfg.model.recipe
+        self.warmup = max(r.warmup_steps, 1)
+        self.ramp = cfg.curriculum.ramp_steps if cfg.curriculum.enabled else 0
+        self.finetune = r.finetune_from_step if r.finetune_from_step is not None else max_steps
+        self.end = max(max_steps, self.finetune + 1)
+
+    def __call__(self, step: int) -> float:
+        if step < self.finetune:
+            warm = min(1.0, (step + 1) / self.warmup)
+            if step < self.ramp:
+                period = max(self.ramp // 4, 1)
+                return warm * 0.5 * (1 + math.cos(math.pi * (step % period) / period))
+            span = max(self.finetune - self.ramp, 1)
+            return warm * 0.5 * (1 + math.cos(math.pi * (step - self.ramp) / span))
+        i = step - self.finetune
+        warm = min(1.0, (i + 1) / self.warmup)
+        return warm * 0.5 * (1 + math.cos(math.pi * i / max(self.end - self.finetune, 1)))
 
 
 def _callbacks(cfg: DeepLensExperimentConfig) -> list:
@@ -69,6 +104,9 @@ class LensDesignModule(MethodModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         m = self.cfg.model
         step = self.global_step
+        finetune = self.in_finetune(step)
+        if finetune:
+            self._snap_glasses()
         with self._efl_solved():
             pass  # apply the solve to the last optimizer step before shape control looks at the lens
         if m.shape_control_every and step % m.shape_control_every == 0:
@@ -78,16 +116,53 @@ class LensDesignModule(MethodModule):
                 refocus(self.lens, m.spec)
         set_stop_for_aperture(self.lens, m.spec, self.state.aperture)
         with self._efl_solved():
-            loss_spot, rms, valid = spot_loss(self.lens, m.spec, self.state, self._train_pupil(step),
-                                              m.field_weighting)
+            result = spot_objective(self.lens, m.spec, self.state, self._train_pupil(step), self._objective(step))
             terms = constraint_terms(self.lens, m.spec, m.constraints)
-            terms["chief_ray_angle"] = chief_ray_angle_term(self.lens, m.spec, self.state, m.constraints)
-        loss = loss_spot + m.constraints.weight * sum(terms.values())
-        self.log_dict({"train/loss": loss, "train/spot_loss": loss_spot, "train/rms_um": rms.mean() * 1000,
-                       "train/valid_frac": valid.mean(),
-                       **{f"train/reg_{name}": value for name, value in terms.items()}},
+            terms["chief_ray_angle"] = chief_ray_angle_term(result, m.constraints)
+            extra = {}
+            if m.recipe.focus_weight:
+                extra["focus"] = m.recipe.focus_weight * result.rms[:, 0].mean()  # field 0 is the axis
+            if finetune and m.recipe.distortion_weight:
+                limit = m.recipe.distortion_max
+                extra["distortion"] = m.recipe.distortion_weight * torch.relu(
+                    (distortion(result).abs() - limit) / limit).max()
+        loss = result.loss + m.constraints.weight * sum(terms.values()) + sum(extra.values())
+        self.log_dict({"train/loss": loss, "train/spot_loss": result.loss, "train/rms_um": result.rms.mean() * 1000,
+                       "train/valid_frac": result.valid.mean(), "train/stage_finetune": float(finetune),
+                       "train/efl_mm": _efl(self.lens.paraxial_power().detach()),
+                       **{f"train/reg_{name}": value for name, value in terms.items()},
+                       **{f"train/loss_{name}": value for name, value in extra.items()},
+                       # The logged step, explicitly: Lightning's own counter is one ahead after a resume from
+                       # an end-of-epoch checkpoint (its loop adds 1 on restart), shifting metrics.csv.
+                       "step": float(step)},
                       on_step=True, on_epoch=False, prog_bar=False, batch_size=1)
         return loss
+
+    def in_finetune(self, step: int) -> bool:
+        start = self.cfg.model.recipe.finetune_from_step
+        return start is not None and step >= start
+
+    def _objective(self, step: int) -> Objective:
+        """The recipe's fields, weighting and centre for this step (curriculum or fine-tuning stage)."""
+        m, r = self.cfg.model, self.cfg.model.recipe
+        finetune = self.in_finetune(step)
+        if r.fields == "ring_arm":
+            rings, arms = (r.finetune_rings, r.finetune_arms) if finetune else (r.rings, r.arms)
+            fields = ring_arm_fields(rings, arms, self.state.hfov(m.spec))
+        else:
+            fields = meridional_fields(m.spec)
+        weight_from = "none" if not m.field_weighting else ("green" if finetune and r.field_weight_from == "first"
+                                                            else r.field_weight_from)
+        generator = torch.Generator().manual_seed(self.cfg.seed * 7_368_787 + step)
+        return Objective(fields, weight_from=weight_from, dropout=r.field_dropout, generator=generator,
+                         center="centroid" if finetune else "pinhole")
+
+    def _snap_glasses(self) -> None:
+        """At the start of fine-tuning, every relaxed (n_d, V_d) glass becomes its nearest catalogue glass."""
+        for surface in refracting(self.lens):
+            glass = surface.mat2
+            if getattr(glass, "n_d", None) is not None and glass.n_d.requires_grad:
+                surface.mat2 = material_from_name(nearest_catalogue_glass(float(glass.n_d), float(glass.v_d)))
 
     @contextmanager
     def _efl_solved(self) -> Iterator[None]:
@@ -117,9 +192,11 @@ class LensDesignModule(MethodModule):
             if m.shape_control_every:
                 prune_apertures(lens, m.spec, FULL_SPEC)
             pupil = pupil_samples(self.cfg.data.eval_batch_size_per_device)
-            _, rms, valid = spot_loss(lens, m.spec, FULL_SPEC, pupil, field_weighting=False)
+            result = spot_objective(lens, m.spec, FULL_SPEC, pupil, Objective(meridional_fields(m.spec), "none"))
+            rms, valid = result.rms, result.valid
             spot = spot_rms_rgb(lens, m.spec, pupil)
             efl = lens.foclen
+            dist = distortion(result)
         metrics = {
             f"{stage}/rms_um": rms.mean() * 1000,  # about the ideal image points, all fields and wavelengths
             f"{stage}/rms_worst_um": rms.max() * 1000,
@@ -127,7 +204,12 @@ class LensDesignModule(MethodModule):
             f"{stage}/valid_frac": valid.mean(),
             f"{stage}/efl_mm": torch.tensor(efl if efl != float("inf") else 1e9),
             f"{stage}/efl_err_pct": torch.tensor(min(abs(efl - m.spec.foclen) / m.spec.foclen * 100, 1e9)),
+            f"{stage}/distortion_max_pct": dist.abs().max() * 100,
+            f"{stage}/ttl_mm": (lens.d_sensor - lens.surfaces[0].d).detach(),
+            **{f"{stage}/spot_um_field{f:.2f}": v * 1000 for f, v in zip(m.spec.fields, spot)},
         }
+        if stage == "val" and self._trainer is not None and not self.trainer.sanity_checking:
+            metrics["step"] = torch.tensor(float(max(self.global_step - 1, 0)))  # the last design step's row
         self.log_dict({k: v.float() for k, v in metrics.items()}, sync_dist=True, batch_size=1)
 
     def _train_pupil(self, step: int) -> Tensor:
@@ -162,6 +244,13 @@ class LensDesignModule(MethodModule):
             {"name": "d_sensor", "params": [self.lens.d_sensor], "lr": lr.d_sensor},
         ]
         n_terms = max((len(s.ai) for s in surfaces), default=0)
+        if self.cfg.model.recipe.a_lr_scaling == "radius":
+            # [now]: lr(a_2n) = a / max(r, 1)^(2n) per surface, so every order moves the sag by a similar amount.
+            for j, s in enumerate(surfaces):
+                for i, a in enumerate(s.ai):
+                    order = 2 * i + 4
+                    groups.append({"name": f"a{order}_s{j}", "params": [a], "lr": lr.a / max(s.r, 1.0) ** order})
+            n_terms = 0
         for i in range(n_terms):
             # a_{2i+4} moves the sag by rho^(2i+4): each higher order gets a rate a_decay times smaller.
             params = [s.ai[i] for s in surfaces if len(s.ai) > i]
@@ -178,6 +267,22 @@ class LensDesignModule(MethodModule):
         for g in groups:
             g["lr"] *= self.cfg.optim.lr  # optim.lr scales every group (1.0: the official rates)
         return groups
+
+    def configure_optimizers(self) -> Any:
+        if self.cfg.model.recipe.schedule == "platform":
+            return super().configure_optimizers()
+        if self.cfg.model.recipe.schedule != "restarts":
+            raise ConfigError(f"model.recipe.schedule={self.cfg.model.recipe.schedule}: use platform or restarts")
+        optimizer = build_optimizer(self.optimizer_parameters(), self.cfg.optim, self.cfg.optim.lr)
+        factor = StagedSchedule(self.cfg, int(self.trainer.max_steps))
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "interval": "step"}}
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+            scheduler.step(self.global_step)  # a pure function of the step: exact on resume
+        else:
+            super().lr_scheduler_step(scheduler, metric)
 
     def updates_per_epoch(self, total_updates: int) -> int:
         return self.cfg.data.steps_per_epoch  # an epoch is `steps_per_epoch` design steps

@@ -22,6 +22,7 @@ from lightning_modules.deeplens_edof.render import add_sensor_noise
 from lightning_modules.deeplens_edof.restoration_net import build_restoration_net
 from lightning_modules.deeplens_edof.simulate import SensorGeometry, render_through_lens, sample_depths
 from lightning_modules.optics import Lens
+from lightning_modules.optics.formats import save_deeplens_json, save_zmx
 from tenfold.errors import ConfigError
 from tenfold.media import has_media_logger, log_image_grid
 from tenfold.method import ExportWriter, MethodModule
@@ -182,6 +183,8 @@ class DeepLensEdofModule(MethodModule):
 
     def export_artifacts(self, model: nn.Module, writer: ExportWriter) -> None:
         writer.file("lens.json", self.lens.save_json, what="lens")
+        writer.file("lens_deeplens.json", lambda path: save_deeplens_json(self.lens, path), what="DeepLens JSON")
+        writer.file("lens.zmx", lambda path: save_zmx(self.lens, path), what="Zemax lens")
 
     def export_spec(self) -> dict:
         net = self.cfg.model.net

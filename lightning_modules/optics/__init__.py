@@ -13,6 +13,7 @@ from lightning_modules.optics.spot import (
     rms_spot,
     spot_diagram,
     trace_fields,
+    trace_fields_multi,
 )
 from lightning_modules.optics.surfaces import ApertureStop, EvenAsphere
 
@@ -20,5 +21,5 @@ __all__ = [
     "DEPTH_INFINITY_MM", "WAVE_RGB", "ApertureStop", "EvenAsphere", "Lens", "Rays", "ideal_image_points",
     "lens_from_prescription", "material_from_name", "psf_binned", "psf_rgb", "psf_rgb_batch",
     "pupil_samples", "refract",
-    "rms_spot", "spot_diagram", "trace_fields",
+    "rms_spot", "spot_diagram", "trace_fields", "trace_fields_multi",
 ]

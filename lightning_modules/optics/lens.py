@@ -109,11 +109,18 @@ class Lens(nn.Module):
         for surface, (front, behind) in list(zip(self.surfaces, self.media()))[:upto]:
             rays = surface.intersect(rays)
             if not surface.is_stop:
-                eta = front.n(rays.wvln_nm).to(self.dtype) / behind.n(rays.wvln_nm).to(self.dtype)
+                eta = self._index(front, rays) / self._index(behind, rays)
                 d, valid = refract(rays.d, surface.normal(rays.o), eta, rays.valid)
                 rays = rays.moved(rays.o, d, valid)
             path.append(rays)
         return path
+
+    def _index(self, material: Material, rays: Rays) -> Tensor:
+        """n of `material` for the bundle: a scalar, or (W, 1, ..) when the bundle stacks W wavelengths."""
+        if isinstance(rays.wvln_nm, (int, float)):
+            return material.n(rays.wvln_nm).to(self.dtype)
+        n = torch.stack([material.n(w) for w in rays.wvln_nm]).to(self.dtype)
+        return n.view(-1, *[1] * (rays.valid.ndim - 1))
 
     def trace_to_sensor(self, rays: Rays) -> Rays:
         return self.trace(rays).propagate_to_z(self.d_sensor)
@@ -198,24 +205,33 @@ class Lens(nn.Module):
     # ---- prescription files
 
     @classmethod
-    def from_json(cls, path: str | Path, dtype: torch.dtype = torch.float64, key: str = "lens prescription") -> Lens:
-        """Read a prescription; a relative path is looked up as given, then from the repository root
-        (configs name the shipped files so). `key` names the config key in the error message."""
+    def from_json(cls, path: str | Path, dtype: torch.dtype = torch.float64, key: str = "lens prescription",
+                  strict: bool = True) -> Lens:
+        """Read a prescription (ours, the official DeepLens JSON, or a Zemax .zmx); a relative path is looked
+        up as given, then from the repository root (configs name the shipped files so). `key` names the config
+        key in the error message; `strict=False` accepts overlapping vertices (to score a failed design)."""
         path = Path(path)
         if not path.is_file() and not path.is_absolute() and (REPO / path).is_file():
             path = REPO / path
         if not path.is_file():
             raise ConfigError(f"{key}={path}: no such file. Point it at a lens prescription JSON, e.g. one of "
                               f"{PRESCRIPTIONS}/*.json or the export/lens.json of a deeplens run")
+        from lightning_modules.optics import formats
+
+        if path.suffix.lower() == ".zmx":
+            return cls.from_dict(formats.prescription_from_zmx(_read_text(path), str(path)), dtype, str(path), strict)
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); see the schema in "
                               f"{__file__}") from None
-        return cls.from_dict(data, dtype=dtype, source=str(path))
+        if formats.is_deeplens_dict(data):  # the official DeepLens JSON (per-surface d_next)
+            data = formats.prescription_from_deeplens(data, str(path))
+        return cls.from_dict(data, dtype=dtype, source=str(path), strict=strict)
 
     @classmethod
-    def from_dict(cls, data: dict, dtype: torch.dtype = torch.float64, source: str = "prescription") -> Lens:
+    def from_dict(cls, data: dict, dtype: torch.dtype = torch.float64, source: str = "prescription",
+                  strict: bool = True) -> Lens:
         def need(mapping: dict, key: str, where: str) -> Any:
             if key not in mapping:
                 raise ConfigError(f"{source}: {where} has no '{key}' (the schema is in {__file__})")
@@ -223,13 +239,35 @@ class Lens(nn.Module):
 
         if not isinstance(data, dict) or not isinstance(data.get("surfaces"), list) or not data["surfaces"]:
             raise ConfigError(f"{source}: needs a non-empty 'surfaces' list (the schema is in {__file__})")
-        surfaces = []
+
+        def number(mapping: dict, key: str, where: str, default: Any = None) -> float:
+            value = need(mapping, key, where) if default is None else mapping.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"{source}: {where}.{key} is {value!r}; it must be a finite number")
+            return float(value)
+
+        surfaces, previous_d = [], None
         for i, s in enumerate(data["surfaces"]):
             where = f"surfaces[{i}]"
+            if not isinstance(s, dict):
+                raise ConfigError(f"{source}: {where} is {s!r}; each surface is an object (schema in {__file__})")
             kind = need(s, "type", where)
             if kind not in SURFACE_TYPES:
                 raise ConfigError(f"{source}: {where}.type is '{kind}'; use one of {', '.join(SURFACE_TYPES)}")
-            d, r = float(need(s, "d", where)), float(need(s, "r", where))
+            d, r = number(s, "d", where), number(s, "r", where)
+            if r <= 0:
+                raise ConfigError(f"{source}: {where}.r is {r}; the clear semi-aperture must be positive")
+            if strict and previous_d is not None and d < previous_d:
+                raise ConfigError(f"{source}: {where}.d is {d} < surfaces[{i - 1}].d = {previous_d}: negative "
+                                  f"thickness {d - previous_d:g} mm (d is the absolute vertex z, increasing)")
+            previous_d = d
+            for key in ("c", "roc", "k"):
+                if key in s and not (key == "roc" and s[key] is None):
+                    number(s, key, where)
+            if not isinstance(s.get("ai", []), list):
+                raise ConfigError(f"{source}: {where}.ai is {s['ai']!r}; it must be a list of numbers (a4, a6, ...)")
+            for j, a in enumerate(s.get("ai", [])):
+                number({f"ai[{j}]": a}, f"ai[{j}]", where)
             if kind == "stop":
                 surfaces.append(ApertureStop(d, r, Air(), dtype))
                 continue
@@ -238,7 +276,10 @@ class Lens(nn.Module):
             k = float(s.get("k", 0.0)) if kind == "aspheric" else 0.0
             ai = [float(a) for a in s.get("ai", [])] if kind == "aspheric" else []
             surfaces.append(EvenAsphere(c, d, r, mat2, k=k, ai=ai, dtype=dtype))
-        d_sensor = float(need(data, "d_sensor", "the top level"))
+        d_sensor = number(data, "d_sensor", "the top level")
+        if strict and d_sensor < previous_d:
+            raise ConfigError(f"{source}: d_sensor = {d_sensor} lies in front of the last surface "
+                              f"(d = {previous_d}): negative back focal distance")
         size = data.get("sensor_size_mm")
         if size is None:  # a square sensor from the older "r_sensor" key
             side = float(need(data, "r_sensor", "the top level (sensor_size_mm or r_sensor)")) * math.sqrt(2)
@@ -278,7 +319,7 @@ class Lens(nn.Module):
 
 def lens_from_prescription(prescription: dict) -> Lens:
     """Export builder (export_meta.yaml names it): the lens of a prescription dict, in float64 as exported."""
-    return Lens.from_dict(prescription, dtype=torch.float64)
+    return Lens.from_dict(prescription, dtype=torch.float64, strict=False)
 
 
 def _curvature(s: dict, where: str, source: str) -> float:
@@ -288,6 +329,11 @@ def _curvature(s: dict, where: str, source: str) -> float:
         roc = s["roc"]
         return 0.0 if roc in (None, 0) or math.isinf(float(roc)) else 1.0 / float(roc)
     raise ConfigError(f"{source}: {where} needs 'c' (curvature, 1/mm) or 'roc' (radius, mm)")
+
+
+def _read_text(path: Path) -> str:
+    raw = path.read_bytes()
+    return raw.decode("utf-16") if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else raw.decode("utf-8", errors="replace")
 
 
 def _finite_or_none(x: float) -> float | None:

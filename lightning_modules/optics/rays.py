@@ -22,7 +22,8 @@ class Rays:
     o: Tensor  # (..., 3) origins, mm
     d: Tensor  # (..., 3) unit directions
     valid: Tensor  # (...) bool
-    wvln_nm: float
+    # One wavelength for the bundle, or a tuple of W wavelengths for a bundle (W, ...) traced in one pass.
+    wvln_nm: float | tuple[float, ...]
 
     @property
     def shape(self) -> torch.Size:
@@ -30,6 +31,12 @@ class Rays:
 
     def moved(self, o: Tensor, d: Tensor | None = None, valid: Tensor | None = None) -> Rays:
         return replace(self, o=o, d=self.d if d is None else d, valid=self.valid if valid is None else valid)
+
+    @staticmethod
+    def stack(bundles: list[Rays]) -> Rays:
+        """Bundles of one wavelength each (same shape) as one (W, ...) bundle."""
+        return Rays(torch.stack([b.o for b in bundles]), torch.stack([b.d for b in bundles]),
+                    torch.stack([b.valid for b in bundles]), tuple(float(b.wvln_nm) for b in bundles))
 
     def propagate_to_z(self, z: Tensor | float) -> Rays:
         """Straight-line propagation to the plane `z` (e.g. the sensor)."""
@@ -49,6 +56,7 @@ def refract(d: Tensor, normal: Tensor, eta: Tensor, valid: Tensor) -> tuple[Tens
     valid = valid & (k > 0)
     # Masking k before the sqrt keeps TIR rays out of the gradient instead of making it NaN.
     sqrt_k = torch.sqrt(torch.where(valid, k, torch.ones_like(k)) + SQRT_EPS)
-    new_d = eta * d + (eta * cos_i - sqrt_k).unsqueeze(-1) * normal
+    eta_v = eta.unsqueeze(-1) if isinstance(eta, Tensor) and eta.ndim > 0 else eta  # (W, 1, .., 1) per wavelength
+    new_d = eta_v * d + (eta * cos_i - sqrt_k).unsqueeze(-1) * normal
     new_d = new_d / new_d.norm(dim=-1, keepdim=True)
     return torch.where(valid.unsqueeze(-1), new_d, d), valid

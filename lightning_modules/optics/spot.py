@@ -14,6 +14,7 @@ from torch import Tensor
 
 from lightning_modules.optics.lens import Lens
 from lightning_modules.optics.materials import WAVE_C, WAVE_D, WAVE_F
+from lightning_modules.optics.rays import Rays
 
 WAVE_RGB = (WAVE_C, WAVE_D, WAVE_F)  # red, green, blue (nm)
 EPS = 1e-12
@@ -66,6 +67,22 @@ def trace_fields(lens: Lens, fields: Tensor, depth_mm: float, wvln_nm: float, pu
     points = lens.object_points(fields, depth_mm, hfov)
     rays = lens.trace_to_sensor(lens.rays_from_points(points, wvln_nm, pupil, pupil_scale, pupil_radius_mm))
     return rays.o[..., :2], rays.valid
+
+
+def trace_fields_multi(lens: Lens, fields: Tensor, depth_mm: float, wavelengths: tuple[float, ...] | list[float],
+                       pupil: Tensor, hfov: float | None = None, pupil_scale: float = 1.05,
+                       pupil_radius_mm: float | None = None):
+    """All wavelengths in one pass: the rays at the sensor as one (W, F, N) bundle (hits `.o[..., :2]`).
+
+    The launch geometry (object points, entrance pupil at the d line) is the same for every wavelength, so
+    the bundle is built once and expanded; each surface then refracts every wavelength with its own index.
+    """
+    points = lens.object_points(fields, depth_mm, hfov)
+    rays = lens.rays_from_points(points, float(wavelengths[0]), pupil, pupil_scale, pupil_radius_mm)
+    w = len(wavelengths)
+    stacked = Rays(rays.o.expand(w, *rays.o.shape), rays.d.expand(w, *rays.d.shape),
+                   rays.valid.expand(w, *rays.valid.shape), tuple(float(x) for x in wavelengths))
+    return lens.trace_to_sensor(stacked)
 
 
 def spot_diagram(lens: Lens, fields: Tensor, depth_mm: float, n_rays: int = 512,
@@ -123,9 +140,11 @@ def psf_rgb_batch(lens: Lens, fields: Tensor, depths_mm: list[float], ks: int, s
     points = torch.cat([lens.object_points(fields[i : i + 1], depth) for i, depth in enumerate(depths_mm)])
     centers = ideal_image_points(lens, fields)  # (F, 2) pinhole image points
     pupil = pupil_samples(spp)
-    channels = []
-    for wvln in WAVE_RGB:
-        rays = lens.trace_to_sensor(lens.rays_from_points(points, wvln, pupil))
-        xy = rays.o[..., :2] - centers.unsqueeze(1)  # (F, N, 2)
-        channels.append(torch.stack([psf_binned(xy[f], rays.valid[f], ks, pixel) for f in range(len(fields))]))
+    rays = lens.rays_from_points(points, WAVE_RGB[0], pupil)
+    w = len(WAVE_RGB)
+    rays = lens.trace_to_sensor(Rays(rays.o.expand(w, *rays.o.shape), rays.d.expand(w, *rays.d.shape),
+                                     rays.valid.expand(w, *rays.valid.shape), WAVE_RGB))
+    xy = rays.o[..., :2] - centers.unsqueeze(1)  # (W, F, N, 2)
+    channels = [torch.stack([psf_binned(xy[c, f], rays.valid[c, f], ks, pixel) for f in range(len(fields))])
+                for c in range(w)]
     return torch.stack(channels, dim=1)
