@@ -147,6 +147,16 @@ def required_trainer_settings(cfg: Any, spec: MethodSpec) -> dict[str, Any]:
     return tcfg
 
 
+class StepNamedCheckpoint(ModelCheckpoint):
+    """Names checkpoint files by the steps done (trainer.global_step), also for a method that logs its own
+    `step` (Lightning's x-axis key, which ModelCheckpoint would otherwise put in the file name)."""
+
+    def _monitor_candidates(self, trainer: L.Trainer) -> dict[str, torch.Tensor]:
+        candidates = super()._monitor_candidates(trainer)
+        candidates["step"] = torch.tensor(trainer.global_step)
+        return candidates
+
+
 def build_trainer(cfg: Any, spec: MethodSpec, run_dir: RunDir) -> L.Trainer:
     tcfg = required_trainer_settings(cfg, spec)
     show_bar = tcfg.pop("enable_progress_bar", sys.stderr.isatty())
@@ -165,7 +175,7 @@ def build_trainer(cfg: Any, spec: MethodSpec, run_dir: RunDir) -> L.Trainer:
     if trained and cfg.checkpoint.monitor:
         # Best-k by the monitored metric, named by epoch and step; first, so it is the trainer's
         # `checkpoint_callback` that best.ckpt is taken from.
-        callbacks.insert(1, ModelCheckpoint(
+        callbacks.insert(1, StepNamedCheckpoint(
             dirpath=run_dir.checkpoints,
             filename="epoch{epoch:03d}-step{step:07d}",
             auto_insert_metric_name=False,

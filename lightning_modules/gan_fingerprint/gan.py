@@ -28,7 +28,7 @@ class Generator(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:  # (B, d) or (B, d, 1, 1) -> (B, 1, 8, 8) in [-1, 1]
         h = self.project(z.flatten(1))
-        return self.up(h.view(len(z), 2 * self.width, 2, 2))
+        return self.up(h.view(-1, 2 * self.width, 2, 2))
 
 
 class Discriminator(nn.Module):

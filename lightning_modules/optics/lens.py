@@ -246,7 +246,7 @@ class Lens(nn.Module):
                 raise ConfigError(f"{source}: {where}.{key} is {value!r}; it must be a finite number")
             return float(value)
 
-        surfaces, previous_d = [], None
+        surfaces, previous_d, previous_i = [], None, None
         for i, s in enumerate(data["surfaces"]):
             where = f"surfaces[{i}]"
             if not isinstance(s, dict):
@@ -258,9 +258,12 @@ class Lens(nn.Module):
             if r <= 0:
                 raise ConfigError(f"{source}: {where}.r is {r}; the clear semi-aperture must be positive")
             if strict and previous_d is not None and d < previous_d:
-                raise ConfigError(f"{source}: {where}.d is {d} < surfaces[{i - 1}].d = {previous_d}: negative "
+                raise ConfigError(f"{source}: {where}.d is {d} < surfaces[{previous_i}].d = {previous_d}: negative "
                                   f"thickness {d - previous_d:g} mm (d is the absolute vertex z, increasing)")
-            previous_d = d
+            if kind != "stop":
+                # A stop may touch the next surface's vertex (the Cooke triplet's does), and a trained lens
+                # moves the two apart by microns either way; only refracting vertices must not cross.
+                previous_d, previous_i = d, i
             for key in ("c", "roc", "k"):
                 if key in s and not (key == "roc" and s[key] is None):
                     number(s, key, where)
