@@ -14,3 +14,6 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --no-deps "facenet-pytorch==2.6.0"
 # lightly's SSL losses and heads for ssl_trajectory; a plain install pulls hydra-core, which downgrades omegaconf.
 .venv/bin/python -m pip install --quiet --no-deps "lightly==1.6.0"
+# The official DeepLens tracer, for tests/test_deeplens_formats.py's cross-checks only (GeoLens reads the lenses
+# tenfold writes and the reverse); its metadata asks for a newer Python and its own torch, so no deps.
+.venv/bin/python -m pip install --quiet --no-deps --ignore-requires-python "deeplens-core==2.5.6" einops lpips

@@ -1,7 +1,6 @@
 """Lens files: the official DeepLens JSON and Zemax .zmx, both ways; prescription validation.
 
-The cross-checks against the official `deeplens-core` GeoLens run where it is importable (the benchmark venv,
-see benchmarks/deeplens_vs_official.py for its setup) and are skipped elsewhere with the reason.
+The cross-checks run against the official `deeplens-core` GeoLens, which scripts/install.sh installs (no deps).
 """
 
 from __future__ import annotations
@@ -90,9 +89,7 @@ def test_init_prescription_reads_deeplens_json_and_zmx_files(tmp_path: Path) -> 
 
 
 def _geolens():
-    deeplens = pytest.importorskip(
-        "deeplens", reason="deeplens-core is not importable here; run this file in the benchmark venv "
-                           "(setup: python benchmarks/deeplens_vs_official.py --setup)")
+    import deeplens  # deeplens-core, installed by scripts/install.sh
     from deeplens.light.ray import Ray
 
     return deeplens.GeoLens, Ray
