@@ -38,6 +38,17 @@ def vit_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "data.batch_size_per_device=16", "model.prune.every_n_steps=2", "export.onnx=true")
 
 
+@pytest.fixture(scope="module")
+def uniform_vit_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same ViT run with `model.prune.uniform=true`: every block pruned to one shape, no protected block."""
+    return _run(tmp_path_factory.mktemp("uniform_vit"), "configs/demo/loraprune_vit.yaml", "loraprune_vit",
+                "logger=none", "model.prune.uniform=true", "model.dense_warmup_steps=0",
+                "trainer.limit_train_batches=4", "trainer.max_epochs=1", "trainer.limit_val_batches=1",
+                "trainer.limit_test_batches=1", "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
+                "trainer.enable_model_summary=false", "data.batch_size_per_device=16", "model.prune.every_n_steps=2",
+                "export.onnx=false")
+
+
 def _onnx_runtime_matches_torch(run: Path) -> None:
     import onnxruntime
 
@@ -107,3 +118,32 @@ def test_loraprune_vit_prunes_heads_and_channels_and_exports_the_sliced_vit(vit_
     # the sparsity-vs-top-1 panel's points, one per validation (kept in the callback's checkpoint state)
     curve = ckpt["callbacks"]["LoRAPruneCallback"]["curve"]
     assert len(curve) == 2 and curve[-1][2] == 0.5 and all(0 <= row[3] <= 1 for row in curve)
+
+
+def test_uniformly_pruned_vit_model_pt_loads_into_timm_create_model(uniform_vit_run: Path) -> None:
+    """What the README's "Using the exports" shows: timm's own constructor, fed export_meta.yaml's `net.timm`."""
+    import timm
+    import yaml
+    from timm.layers import Attention
+
+    export = uniform_vit_run / "export"
+    kwargs = yaml.safe_load((export / "export_meta.yaml").read_text())["net"]["timm"]
+    name, head_dim = kwargs.pop("name"), kwargs.pop("attn_head_dim")
+
+    class PrunedAttention(Attention):  # pruning keeps each head's width; timm wants a class here
+        def __init__(self, dim: int, **kw) -> None:
+            super().__init__(dim, attn_head_dim=head_dim, **kw)
+
+    model = timm.create_model(name, attn_layer=PrunedAttention, **kwargs).eval()
+    model.load_state_dict(torch.load(export / "model.pt", weights_only=True))  # strict
+    assert {b.attn.num_heads for b in model.blocks} == {2} and {b.mlp.fc1.out_features for b in model.blocks} == {128}
+    ours, _ = load_export(export)
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), ours(images), rtol=0, atol=1e-6)
+
+
+def test_per_layer_pruned_vit_names_no_timm_arguments(vit_run: Path) -> None:
+    import yaml
+
+    assert "timm" not in yaml.safe_load((vit_run / "export" / "export_meta.yaml").read_text())["net"]

@@ -23,7 +23,7 @@ from lightning_modules.lora_pruning.masks import at_final_sparsity, attach_masks
 from lightning_modules.lora_pruning.scoring import Criterion
 from lightning_modules.lora_pruning.slicing import block_keeps, merged_copy, slice_blocks
 from lightning_modules.lora_pruning.warmup import dense_warmup
-from lightning_modules.loraprune_vit.net import build_vit, set_vit_head_counts, vit_layer_shapes
+from lightning_modules.loraprune_vit.net import build_vit, set_vit_head_counts, uniform_timm_kwargs, vit_layer_shapes
 from tenfold.config import CheckpointConfig, ExperimentConfig, check_kwargs
 from tenfold.errors import ConfigError, ExportError
 from tenfold.registry import register_method
@@ -148,7 +148,11 @@ class LoRAPruneViT(ImageClassifier):
 
     def export_spec(self) -> dict:
         m = self.cfg.model
-        shapes, _ = self._shapes_and_sliced()
-        return {"target": "lightning_modules.loraprune_vit.net:build_pruned_vit",
+        shapes, dense = self._shapes_and_sliced()
+        spec = {"target": "lightning_modules.loraprune_vit.net:build_pruned_vit",
                 "kwargs": {"name": m.name, "num_classes": self.num_classes, "arch": dict(m.arch),
                            "layer_shapes": shapes}}
+        timm_kwargs = uniform_timm_kwargs(dense, shapes)
+        if timm_kwargs is not None:  # every block one shape (model.prune.uniform=true): stock timm can build it
+            spec["timm"] = {"name": m.name, "num_classes": self.num_classes, **dict(m.arch), **timm_kwargs}
+        return spec

@@ -36,6 +36,21 @@ def set_vit_head_counts(model: nn.Module, shapes: list[dict]) -> None:
         block.attn.attn_dim = shape["heads"] * block.attn.head_dim
 
 
+def uniform_timm_kwargs(model: nn.Module, layer_shapes: list[dict]) -> dict[str, Any] | None:
+    """The `timm.create_model` arguments of a pruned ViT whose blocks all have one shape, else None.
+
+    Pruning keeps the head width, so the attention needs `attn_head_dim` (an `Attention` argument that
+    VisionTransformer does not forward: pass an `Attention` subclass that sets it as `attn_layer`)."""
+    if len({(s["heads"], s["mlp_hidden"]) for s in layer_shapes}) != 1:
+        return None
+    heads, hidden = layer_shapes[0]["heads"], layer_shapes[0]["mlp_hidden"]
+    dim = model.blocks[0].attn.qkv.in_features
+    mlp_ratio = hidden / dim
+    if int(dim * mlp_ratio) != hidden:  # timm builds int(dim * mlp_ratio) channels
+        return None
+    return {"num_heads": heads, "mlp_ratio": mlp_ratio, "attn_head_dim": model.blocks[0].attn.head_dim}
+
+
 def build_pruned_vit(name: str, num_classes: int, arch: dict[str, Any], layer_shapes: list[dict]) -> nn.Module:
     """Builder named in export_meta.yaml: the ViT with every layer resized to `layer_shapes`."""
     model = build_vit(name, num_classes, arch)
