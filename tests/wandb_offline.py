@@ -67,13 +67,39 @@ def history(run_dir: Path) -> list[dict[str, object]]:
     return rows
 
 
+def custom_charts(run_dir: Path) -> dict[str, str]:
+    """The run's custom charts (`wandb.plot.*`): chart panel name -> the key of the table it draws.
+
+    A chart is not a history value: `wandb.log({k: wandb.plot.line(...)})` logs the table as
+    '<k>_table' and registers the panel '<k>' in the run config under `_wandb.visualize`.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    (log,) = offline_run(run_dir).glob("run-*.wandb")
+    charts = {}
+    for raw in _records(log):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(raw)
+        if record.WhichOneof("record_type") != "config":
+            continue
+        for item in record.config.update:
+            if list(item.nested_key[:2]) == ["_wandb", "visualize"] and len(item.nested_key) == 3:
+                (query,) = json.loads(item.value_json)["panel_config"]["userQuery"]["queryFields"]
+                table_key = next(arg["value"] for field in query["fields"] if field["name"] == "summaryTable"
+                                 for arg in field["args"] if arg["name"] == "tableKey")
+                charts[item.nested_key[2]] = table_key
+    return charts
+
+
 def panels(run_dir: Path) -> set[str]:
-    """The panel names of the run: scalar keys, and media (images, tables, plots) by their logged key."""
+    """The panel names of the run: scalar keys, media (images, tables) by their logged key, custom charts."""
     keys = {key for row in history(run_dir) for key in row}
     # A media value is flattened into '<panel>/_type', '<panel>/path', ...: it is one panel.
     media = {key.removesuffix("/_type") for key in keys if key.endswith("/_type")}
     scalars = {key for key in keys if not key.startswith("_") and not any(key.startswith(m + "/") for m in media)}
-    return media | scalars
+    # A chart shows on the dashboard only if the table it draws was logged.
+    charts = {name for name, table in custom_charts(run_dir).items() if table in media}
+    return media | scalars | charts
 
 
 def logged_images(run_dir: Path) -> list[Path]:
