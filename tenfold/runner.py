@@ -25,6 +25,7 @@ from tenfold.config import ExperimentConfig, LoggerKind, to_plain
 from tenfold.errors import CheckpointError, ConfigError
 from tenfold.export import export_run
 from tenfold.loggers import build_loggers, truncate_metrics
+from tenfold.model_summary import summary_callbacks
 from tenfold.registry import MethodSpec, get_method
 from tenfold.run_dir import RunDir, release, resolve_run_dir, write_run_files
 from tenfold.threads import configure_threads
@@ -189,6 +190,8 @@ def build_trainer(cfg: Any, spec: MethodSpec, run_dir: RunDir) -> L.Trainer:
             update_every_n_steps=cfg.ema.update_every_n_steps,
             update_starting_at_step=cfg.ema.update_starting_at_step,
         ))
+    # Ours replaces Lightning's default summary (which would print a FLOPs column of zeros).
+    callbacks += summary_callbacks(tcfg.pop("enable_model_summary", None))
     if not show_bar:
         callbacks.append(LogLinesCallback(cfg.trainer.log_every_n_steps, cfg.run.progress_every_s))
     loggers = build_loggers(
@@ -200,6 +203,7 @@ def build_trainer(cfg: Any, spec: MethodSpec, run_dir: RunDir) -> L.Trainer:
         return L.Trainer(
             **tcfg,
             enable_progress_bar=show_bar,
+            enable_model_summary=False,
             default_root_dir=run_dir.path,
             logger=loggers or False,
             callbacks=callbacks,
