@@ -42,6 +42,9 @@ VARIANTS = {  # overrides of run()'s defaults = the demo config (lr 3e-4, 25 epo
     "clean2": {"clean_w": 2.0},
     "nop50": {"sur": ("p20", "p35", "n05", "ft")},
     "light": {"sur": ("p20", "p35", "n05", "ft"), "lfine": 0.5, "ltri": 0.5},
+    # "light" + distillation from C0 on the clean batch (learning without forgetting, T = 2)
+    "light_kd1": {"sur": ("p20", "p35", "n05", "ft"), "lfine": 0.5, "ltri": 0.5, "distill": 1.0},
+    "light_kd3": {"sur": ("p20", "p35", "n05", "ft"), "lfine": 0.5, "ltri": 0.5, "distill": 3.0},
 }
 
 
@@ -53,7 +56,7 @@ def main() -> None:
     torch.set_num_threads(1)
     data = digit_tensors(0)
     pop = build_population(PopulationConfig(width=32, iterations=1500, other_width=16), data["train"], Path(args.cache))
-    g, c0 = pop.protected, pop.classifier
+    g, c0 = pop.protected, pop.classifier.eval()
     x, y = fingerprints.ibd_fingerprints(g, c0, "demo-key-not-secret", 100, 32, 10)
     tx, ty = data["train"]
     with torch.no_grad():
@@ -91,6 +94,7 @@ def main() -> None:
         clean_w=1.0,
         finecopy=False,
         warmup=0,
+        distill=0.0,
     ) -> dict:
         torch.manual_seed(0)
         c = DigitClassifier(10, 64, 256, fine_classes=20 if v2 else 0)
@@ -111,7 +115,7 @@ def main() -> None:
             )
         )
         rng = torch.Generator().manual_seed(0)
-        weights = fingerprints.LossWeights(lfp, lneg, lsur, ltri, lfine, 1.0)
+        weights = fingerprints.LossWeights(lfp, lneg, lsur, ltri, lfine, 1.0, distill)
         history, start = [], time.time()
         for epoch in range(epochs):
             c.train()
@@ -119,7 +123,7 @@ def main() -> None:
             for s in range(steps):
                 i = order[s * bs : (s + 1) * bs]
                 terms = fingerprints.embedding_loss(
-                    c, random_shift(tx[i], rng), ty[i], fixed, weights, fingerprints.AugmentSettings(), rng, v2
+                    c, random_shift(tx[i], rng), ty[i], fixed, weights, fingerprints.AugmentSettings(), rng, v2, c0
                 )
                 terms["clean"] = clean_w * terms["clean"]
                 opt.zero_grad()

@@ -240,6 +240,33 @@ def test_ibd_embedding_implants_the_fingerprint_and_leaves_g_bit_identical(tiny:
     assert accuracy(c, *tiny["val"]) > accuracy(c0, *tiny["val"]) - 0.1
 
 
+def test_distillation_term_is_zero_against_itself_and_pulls_towards_c0(tiny: dict) -> None:
+    g, c0, ref = tiny["g"], tiny["c0"], tiny["ref"]
+    x, y = fingerprints.ibd_fingerprints(g, c0, "key", 10, 16, 10)
+    with torch.no_grad():
+        fp, refs = g(x), ref(x)
+        fixed = fingerprints.EmbeddingBatch(fp, y, c0(fp).argmax(1), refs, c0(refs).argmax(1), None)
+    real, labels = tiny["train"][0][:64], tiny["train"][1][:64]
+    weights = fingerprints.LossWeights(distill=1.0)
+
+    def distill(c: nn.Module, teacher: nn.Module) -> torch.Tensor:
+        return fingerprints.embedding_loss(c, real, labels, fixed, weights, fingerprints.AugmentSettings(),
+                                           torch.Generator().manual_seed(0), False, teacher)["distill"]
+
+    assert float(distill(c0, c0)) == pytest.approx(0.0, abs=1e-6)
+    fresh = DigitClassifier(10, 32, 128)
+    loss = distill(fresh, c0)
+    assert float(loss) > 0.1
+    c0.zero_grad(set_to_none=True)
+    loss.backward()  # the student gets the gradient, the teacher none
+    assert fresh.head.weight.grad.abs().sum() > 0 and c0.head.weight.grad is None
+    assert "distill" not in fingerprints.embedding_loss(c0, real, labels, fixed, fingerprints.LossWeights(),
+                                                        fingerprints.AugmentSettings(),
+                                                        torch.Generator().manual_seed(0), False)
+    with pytest.raises(ValueError, match="teacher"):
+        distill(fresh, None)
+
+
 # ---- attacks
 
 

@@ -42,9 +42,9 @@ def test_demo_gates(demo_run: Path) -> None:
     assert len(independents) == 4 and max(independents.values()) <= 0.25
     assert m["false_positives"] == 0 and m["tau"] <= 0.35  # alpha = 1e-6, N = 100
     assert m["g_hash_unchanged"] == 1.0 and m["r_c0_on_fingerprints"] == 0.0
-    # Issue #15 asks for at most 2 points; this run of the demo loses 2.2 (6 of 270 test digits), so the goal is
-    # not met and the gate only guards against a regression beyond 3 points.
-    assert m["acc_drop"] <= 0.03
+    # Issue #15: clean accuracy within 2 points after embedding (measured 1.11 = 3 of 270 test digits; the demo's
+    # distillation term is what brings it under 2, see the method README).
+    assert m["acc_drop"] <= 0.02
 
 
 @pytest.mark.slow

@@ -65,6 +65,9 @@ class EmbedConfig:
     lambda_tri: float = 1.0
     lambda_fine: float = 1.0
     margin: float = 1.0
+    # [R, not in the paper] distillation from C0 on the clean batch (learning without forgetting, T = 2):
+    # 0 = the paper's loss; the demo uses 1 (clean-accuracy study in the method README)
+    lambda_distill: float = 0.0
     augment_noise: float = 0.05
     augment_blur_prob: float = 0.25
     augment_quant_prob: float = 0.25

@@ -206,6 +206,9 @@ class LossWeights:
     tri: float = 1.0
     fine: float = 1.0
     margin: float = 1.0
+    # [R, not in the paper] distillation from C0 on the clean batch (learning without forgetting), off by default
+    distill: float = 0.0
+    temperature: float = 2.0
 
 
 def embedding_loss(
@@ -217,8 +220,10 @@ def embedding_loss(
     augment: AugmentSettings,
     rng: torch.Generator,
     v2: bool,
+    teacher: nn.Module | None = None,
 ) -> dict[str, Tensor]:
-    """L = CE_clean + l_fp CE_fp + l_neg CE_neg [+ l_sur CE_sur + l_tri L_tri + l_fine CE_fine for v2]."""
+    """L = CE_clean + l_fp CE_fp + l_neg CE_neg [+ l_sur CE_sur + l_tri L_tri + l_fine CE_fine for v2]
+    [+ l_distill T^2 KL(C0(x) / T || C(x) / T) on the clean batch, with `teacher` = C0]."""
     k = classifier.num_classes
     fp = augment_outputs(fixed.fp_images, augment, rng)
     h_real, h_fp, h_ref = classifier.embed(real), classifier.embed(fp), classifier.embed(fixed.ref_images)
@@ -227,6 +232,14 @@ def embedding_loss(
         "fp": w.fp * F.cross_entropy(classifier.head(h_fp), fixed.fp_labels),
         "neg": w.neg * F.cross_entropy(classifier.head(h_ref), fixed.ref_labels),
     }
+    if w.distill:
+        if teacher is None:
+            raise ValueError("a distillation weight needs the teacher C0")
+        with torch.no_grad():
+            target = F.log_softmax(teacher(real) / w.temperature, 1)
+        student = F.log_softmax(classifier.head(h_real) / w.temperature, 1)
+        terms["distill"] = w.distill * w.temperature**2 * F.kl_div(student, target, log_target=True,
+                                                                    reduction="batchmean")
     if v2:
         sur = augment_outputs(fixed.sur_images, augment, rng)
         h_sur = classifier.embed(sur)

@@ -240,13 +240,14 @@ class FingerprintModule(MethodModule):
             return loss
         e = m.embed
         weights = fingerprints.LossWeights(
-            e.lambda_fp, e.lambda_neg, e.lambda_sur, e.lambda_tri, e.lambda_fine, e.margin
+            e.lambda_fp, e.lambda_neg, e.lambda_sur, e.lambda_tri, e.lambda_fine, e.margin, e.lambda_distill
         )
         augment = fingerprints.AugmentSettings(
             e.augment_noise, e.augment_blur_prob, e.augment_quant_prob, e.augment_quant_levels
         )
         terms = fingerprints.embedding_loss(
-            self.net, random_shift(real, self._rng), labels, self._fixed, weights, augment, self._rng, self.v2
+            self.net, random_shift(real, self._rng), labels, self._fixed, weights, augment, self._rng, self.v2,
+            teacher=self._population.classifier,
         )
         loss = sum(terms.values())
         for name, value in terms.items():
