@@ -270,14 +270,32 @@ def test_distillation_term_is_zero_against_itself_and_pulls_towards_c0(tiny: dic
 # ---- attacks
 
 
-def test_magnitude_pruning_zeroes_the_fraction_asked_and_copies(tiny: dict) -> None:
+def test_magnitude_pruning_is_torchs_global_l1_mask_and_reaches_exported_programs(tmp_path) -> None:
+    from torch.nn.utils import prune
+
+    from lightning_modules.gan_fingerprint.generator_files import load_generator
+    from lightning_modules.gan_fingerprint.i2i import SuperResolver
+
     g = Generator(16, 16).eval()
     before = commitment.weights_hash(g)
     pruned = attacks.magnitude_pruned(g, 0.3)
-    weights = [m.weight for m in pruned.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
-    total = sum(w.numel() for w in weights)
-    zeros = sum(int((w == 0).sum()) for w in weights)
-    assert zeros == round(0.3 * total) and commitment.weights_hash(g) == before
+    reference = copy.deepcopy(g)
+    targets = [(m, "weight") for m in reference.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
+    prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=0.3)
+    for module, name in targets:
+        prune.remove(module, name)
+    assert commitment.weights_hash(pruned) == commitment.weights_hash(reference)  # the library's mask exactly
+    weights = [m.weight for m, _ in targets]
+    assert sum(int((w == 0).sum()) for w in weights) == round(0.3 * sum(w.numel() for w in weights))
+    assert commitment.weights_hash(g) == before  # a copy: G untouched
+    # A torch.export program (how an image-to-image generator is handed over) is pruned through its parameters.
+    sr = SuperResolver(8).eval()
+    x = torch.rand(2, 1, 4, 4) * 2 - 1
+    torch.export.save(torch.export.export(sr, (x,)), str(tmp_path / "g.pt2"))
+    loaded = load_generator(str(tmp_path / "g.pt2"), "g", allow_torchscript=False)
+    kernels = [p for n, p in attacks.magnitude_pruned(loaded, 0.5).named_parameters() if n.endswith("weight")]
+    zeros = sum(int((w == 0).sum()) for w in kernels)
+    assert zeros == round(0.5 * sum(w.numel() for w in kernels)) and len(kernels) == 3
 
 
 def test_output_perturbations_keep_shape_and_range() -> None:

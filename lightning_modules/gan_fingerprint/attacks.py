@@ -2,7 +2,7 @@
 perturbations are the attacks evaluated; R: every setting].
 
 Model attacks return a modified copy (the protected G is never touched): fine-tuning against a fresh
-discriminator, global L1 magnitude pruning of all conv/linear weights (torch.nn.utils.prune). Output
+discriminator, global L1 magnitude pruning of all conv/linear weights. Output
 attacks wrap G: Gaussian noise, blur, JPEG (torchvision.io) and grey-level quantisation. Quality is a
 digits-FID: torchmetrics' FID with the in-project classifier's embedding as the feature network (no
 Inception weights exist offline), so it ranks generators on this data only.
@@ -15,7 +15,6 @@ import enum
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import prune
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchvision.io import decode_jpeg, encode_jpeg
 from torchvision.transforms.v2 import functional as TF
@@ -25,12 +24,22 @@ from lightning_modules.gan_fingerprint.gan import Generator, train_generator
 
 
 def magnitude_pruned(generator: nn.Module, amount: float) -> nn.Module:
-    """A copy with the `amount` fraction of smallest |w| over all conv/linear weights set to zero."""
+    """A copy with the `amount` fraction of smallest |w| over all weight kernels and matrices (parameters named
+    `*weight` with >= 2 dims: conv, transposed conv, linear) set to zero: global L1 unstructured pruning.
+
+    The same mask as `torch.nn.utils.prune.global_unstructured(..., L1Unstructured)` (tested), computed on the
+    parameters because that function needs the layer modules, which a `torch.export` program does not keep.
+    """
     pruned = copy.deepcopy(generator)
-    targets = [(m, "weight") for m in pruned.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
-    prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=amount)
-    for module, name in targets:
-        prune.remove(module, name)
+    weights = [p for name, p in pruned.named_parameters() if name.endswith("weight") and p.dim() >= 2]
+    magnitudes = torch.cat([w.detach().abs().flatten() for w in weights])
+    count = round(amount * magnitudes.numel())
+    keep = torch.ones_like(magnitudes)
+    if count:
+        keep[torch.topk(magnitudes, count, largest=False).indices] = 0
+    with torch.no_grad():
+        for w, mask in zip(weights, keep.split([w.numel() for w in weights])):
+            w.mul_(mask.view_as(w))
     return pruned.eval()
 
 

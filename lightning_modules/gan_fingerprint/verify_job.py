@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from lightning_modules.gan_fingerprint import commitment, verification
 from lightning_modules.gan_fingerprint.errors import VerificationError
+from lightning_modules.gan_fingerprint.generator_files import generator_name, load_generator
 from lightning_modules.gan_fingerprint.hook import GeneratorHook, InputKind
 from tenfold.checkpoint_io import load_weights_only
 from tenfold.config import JobConfig, LoggerKind
@@ -108,42 +109,6 @@ def load_evidence(data: VerifyData) -> Evidence:
     return Evidence(fp["x"], fp["y"], classifier.eval(), registration)
 
 
-class ExportedGenerator(nn.Module):
-    """A `torch.export` program: its mode was fixed when it was captured (export it in eval mode), and its
-    graph module refuses `.eval()`, so it is held outside the module tree."""
-
-    def __init__(self, program: Any) -> None:
-        super().__init__()
-        object.__setattr__(self, "program", program.module())
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.program(x)
-
-
-def load_generator(path: str, key: str) -> nn.Module:
-    """A tenfold export folder, a `torch.export` program (.pt2) or a TorchScript file, as a module."""
-    p = Path(path)
-    if p.is_dir():
-        model, _ = load_export(p)
-        return model.eval()
-    if not p.is_file():
-        raise ConfigError(f"{key}: {path} does not exist")
-    try:
-        if p.suffix == ".pt2":
-            return ExportedGenerator(torch.export.load(str(p))).eval()
-        return torch.jit.load(str(p), map_location="cpu").eval()
-    except (RuntimeError, ValueError, OSError):
-        raise VerificationError(
-            f"{key}: {path} is neither a tenfold export folder (export_meta.yaml + model.pt), "
-            "a torch.export program (.pt2) nor a TorchScript file (torch.jit.save)"
-        ) from None
-
-
-def suspect_name(path: str) -> str:
-    p = Path(path)
-    return p.parent.name if p.name == "export" else p.stem
-
-
 def query(evidence: Evidence, generator: nn.Module, name: str) -> tuple[int, Tensor, Tensor]:
     """(matches, the suspect's answers G~(x_i), C*'s labels of them)."""
     reg = evidence.registration
@@ -188,13 +153,13 @@ def verify(cfg: VerifyJobConfig) -> tuple[dict, dict[str, tuple[Tensor, Tensor]]
     n = len(evidence.y)
     independents = {}
     for i, path in enumerate(cfg.data.independents):
-        name = suspect_name(path)
+        name = generator_name(path)
         independents[name] = query(evidence, load_generator(path, f"data.independents[{i}]"), name)[0]
     p0 = choose_p0(cfg, evidence, independents)
     k = verification.binomial_threshold(n, p0["used"], cfg.model.alpha)
     rows, shown = [], {}
     for i, path in enumerate(cfg.data.suspects):
-        name = suspect_name(path)
+        name = generator_name(path)
         matches, answers, labels = query(evidence, load_generator(path, f"data.suspects[{i}]"), name)
         rows.append(
             {
