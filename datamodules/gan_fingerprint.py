@@ -1,10 +1,12 @@
-"""Data of the GAN-fingerprinting methods: the bundled digits as (1, 8, 8) tensors in [-1, 1], and the
-generator population the fingerprinting method is evaluated on.
+"""Data of the GAN-fingerprinting methods: the bundled digits as (1, 8, 8) tensors in [-1, 1], or an
+image-to-image task folder, and the generator population the fingerprinting method is evaluated on.
 
 The digits are `datamodules.digits.digit_images` (the platform's fixed 1257/270/270 split), read as
-grey tensors. The fingerprinting DataModule also trains (once, then from a cache outside the repo) the
-protected generator, the reference generators used during embedding, the held-out independent ones and
-C0; its test loader yields suspect indices, so Lightning's DistributedSampler shards suspects by rank.
+grey tensors. With them the fingerprinting DataModule trains (once, then from a cache outside the repo) the
+protected DCGAN, the reference generators used during embedding and the held-out independent ones. With an
+image-to-image task (`data.source=i2i`, `datamodules/image_to_image.py`) it loads the owner's generator files
+instead. Either way it trains C0 on the labelled real images, and its test loader yields suspect indices, so
+Lightning's DistributedSampler shards suspects by rank.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
 from datamodules.digits import digit_images
+from datamodules.image_to_image import check_layout, read_task
 from datamodules.split_loaders import SplitDataModule
 from tenfold.errors import ConfigError, DataError
 from tenfold.method import ExportMeta
@@ -87,8 +90,13 @@ class PopulationConfig:
 @dataclass
 class FingerprintDataConfig:
     source: DataSource = DataSource.digits
-    root: str | None = None  # i2i: folder of the task's input images
-    protected_generator: str | None = None  # i2i: the owner's generator file
+    # i2i: the task folder (input/ and target/, see datamodules/image_to_image.py) and the generator files
+    # (tenfold export folders or torch.export .pt2 programs). References are used during embedding; the
+    # independents are held out for p0 and the false-positive side (data.population then sets only C0).
+    root: str | None = None
+    protected_generator: str | None = None
+    reference_generators: list[str] = field(default_factory=list)
+    independent_generators: list[str] = field(default_factory=list)
     digits_split_seed: int = 0
     population: PopulationConfig = field(default_factory=PopulationConfig)
     cache_dir: str | None = None  # None: $XDG_CACHE_HOME (or ~/.cache)/tenfold/gan_fingerprint
@@ -139,25 +147,33 @@ class FingerprintDataModule(SplitDataModule):
     def __init__(self, cfg: FingerprintDataConfig) -> None:
         super().__init__(cfg)
         self.population = None  # lightning_modules.gan_fingerprint.population.Population after setup
+        self.task = None  # lightning_modules.gan_fingerprint.task.Task after setup
         self.suspects: list = []
+        self._i2i = None  # the image-to-image task folder, read once
 
     def check(self) -> None:
         cfg = self.cfg
         if cfg.source is DataSource.i2i:
-            if not cfg.root or not Path(cfg.root).is_dir():
+            check_layout(cfg.root)
+            if not cfg.protected_generator:
                 raise DataError(
-                    f"data.source=i2i needs data.root (now {cfg.root}): set data.root=/path/to/the task's "
-                    "input images (attribute editing, domain translation or super-resolution)"
+                    "data.source=i2i needs data.protected_generator: set it to the owner's image-to-image generator "
+                    "(a torch.export .pt2 program or a tenfold export folder)"
                 )
-            if not cfg.protected_generator or not Path(cfg.protected_generator).is_file():
-                raise DataError(
-                    f"data.source=i2i needs data.protected_generator (now {cfg.protected_generator}): "
-                    "set it to the owner's image-to-image generator file"
-                )
-            raise ConfigError(
-                "data.source=i2i: the image-to-image pipeline is not part of this reconstruction "
-                "(only the generator hook accepts image inputs); use data.source=digits"
-            )
+            for key in ("reference_generators", "independent_generators"):
+                if not getattr(cfg, key):
+                    role = "used during embedding" if key.startswith("ref") else "held out for p0 and false positives"
+                    raise DataError(f"data.source=i2i needs data.{key}=[...] (at least one generator file, {role})")
+            paths = [cfg.protected_generator, *cfg.reference_generators, *cfg.independent_generators]
+            for path in paths:
+                if not Path(path).exists():
+                    raise DataError(f"generator file {path} (data.*_generator*) does not exist")
+            resolved = [str(Path(p).resolve()) for p in paths]
+            repeated = sorted({p for p in resolved if resolved.count(p) > 1})
+            if repeated:
+                raise ConfigError(f"data: generator file(s) {repeated} given in more than one role; the roles "
+                                  "(protected, reference, independent) must be disjoint")
+            return
         check_seed_sets(cfg.population)
 
     @property
@@ -168,23 +184,55 @@ class FingerprintDataModule(SplitDataModule):
         trainer = getattr(self, "trainer", None)
         return bool(trainer is not None and trainer.fast_dev_run)
 
-    def prepare_data(self) -> None:
-        from lightning_modules.gan_fingerprint.population import build_population
+    def module_kwargs(self) -> dict[str, Any]:
+        """The task's shape, as the module builds C and the fingerprint buffer from it (plain types)."""
+        if self.cfg.source is DataSource.i2i:
+            task = self._i2i_data()
+            image, query = task.targets["train"][0].shape[1:], task.inputs["train"].shape[1:]
+            return {"class_names": task.class_names, "image_shape": list(image), "query_shape": list(query),
+                    "input_kind": "image"}
+        return {"class_names": [str(d) for d in range(10)], "image_shape": [1, 8, 8],
+                "query_shape": [self.cfg.population.z_dim], "input_kind": "latent"}
 
-        # Local rank 0 trains what the cache lacks; the other ranks then read it in setup().
-        build_population(
-            self.cfg.population, digit_tensors(self.cfg.digits_split_seed)["train"], self.cache_dir, smoke=self._smoke()
+    def _i2i_data(self) -> Any:
+        if self._i2i is None:
+            self._i2i = read_task(self.cfg.root)
+        return self._i2i
+
+    def _clean(self) -> dict[str, tuple[Tensor, Tensor]]:
+        if self.cfg.source is DataSource.i2i:
+            return self._i2i_data().targets
+        return digit_tensors(self.cfg.digits_split_seed)
+
+    def _build_population(self, train_missing: bool) -> Any:
+        from lightning_modules.gan_fingerprint import population
+
+        clean = self._clean()["train"]
+        if self.cfg.source is DataSource.i2i:
+            return population.load_i2i_population(
+                self.cfg, self._i2i_data().inputs["train"], clean, len(self._i2i_data().class_names),
+                self.cache_dir, smoke=self._smoke(), train_missing=train_missing,
+            )
+        return population.build_population(
+            self.cfg.population, clean, self.cache_dir, smoke=self._smoke(), train_missing=train_missing
         )
 
-    def setup(self, stage: str) -> None:
-        from lightning_modules.gan_fingerprint.population import build_population
+    def prepare_data(self) -> None:
+        # Local rank 0 trains what the cache lacks; the other ranks then read it in setup().
+        self._build_population(train_missing=True)
 
-        data = digit_tensors(self.cfg.digits_split_seed)
+    def setup(self, stage: str) -> None:
+        from lightning_modules.gan_fingerprint.hook import InputKind
+        from lightning_modules.gan_fingerprint.task import Task
+
         if self.population is None:
-            self.population = build_population(
-                self.cfg.population, data["train"], self.cache_dir, smoke=self._smoke(), train_missing=False
-            )
-        self.train_set, self.val_set = TensorDataset(*data["train"]), TensorDataset(*data["val"])
+            self.population = self._build_population(train_missing=False)
+        clean = self._clean()
+        if self.cfg.source is DataSource.i2i:
+            self.task = Task(InputKind.image, clean, inputs=self._i2i_data().inputs)
+        else:
+            self.task = Task(InputKind.latent, clean, z_dim=self.cfg.population.z_dim)
+        self.train_set, self.val_set = TensorDataset(*clean["train"]), TensorDataset(*clean["val"])
 
     def test_dataloader(self) -> Any:
         # `suspects` is filled by the method's setup (it knows the attacks); one whole model per test step.
@@ -192,10 +240,11 @@ class FingerprintDataModule(SplitDataModule):
         return self._loader(self.test_set, 1, train=False)
 
     def export_sample(self, n: int) -> Any:
-        """Real validation digits: C*'s input (no population needed)."""
-        return digit_tensors(self.cfg.digits_split_seed)["val"][0][:n]
+        """Real validation images: C*'s input (no population needed)."""
+        return self._clean()["val"][0][:n]
 
     def export_meta(self) -> ExportMeta:
+        kwargs = self.module_kwargs()
         return ExportMeta(
-            input_size=[1, 8, 8], class_names=[str(d) for d in range(10)], extra={"input_range": [-1.0, 1.0]}
+            input_size=kwargs["image_shape"], class_names=kwargs["class_names"], extra={"input_range": [-1.0, 1.0]}
         )

@@ -108,6 +108,9 @@ class FingerprintModelConfig:
     # the platform redact it in checkpoints and W&B.
     secret_key: str = MISSING
     num_fingerprints: int = 100
+    # image-to-image tasks: L_inf size of the key-derived trigger added to the natural inputs, on the [-1, 1]
+    # scale (8/255 here = 4/255 on [0, 1], imperceptible) [R]
+    trigger_eps: float = 8 / 255
     ae: AEConfig = field(default_factory=AEConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)

@@ -20,9 +20,9 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from datamodules.gan_fingerprint import FingerprintDataModule, GanDataModule, digit_tensors
+from datamodules.gan_fingerprint import FingerprintDataModule, GanDataModule
 from lightning_modules.gan_fingerprint import attacks, commitment, fingerprints, verification
-from lightning_modules.gan_fingerprint.classifier import DigitClassifier, accuracy, random_shift
+from lightning_modules.gan_fingerprint.classifier import accuracy, build_classifier, random_shift
 from lightning_modules.gan_fingerprint.config import Design, FingerprintConfig, GanConfig
 from lightning_modules.gan_fingerprint.gan import Discriminator, Generator, discriminator_loss, generator_loss
 from lightning_modules.gan_fingerprint.hook import GeneratorHook, InputKind
@@ -34,8 +34,7 @@ from tenfold.method import ExportWriter, MethodModule
 from tenfold.optim import build_optimizer, scaled_lr
 from tenfold.registry import register_method
 
-NUM_CLASSES = 10
-IMAGE_SHAPE = (1, 8, 8)
+DIGIT_SHAPE = (1, 8, 8)  # what the DCGAN generates
 
 
 def _to_unit(images: Tensor) -> Tensor:
@@ -49,14 +48,14 @@ def _to_unit(images: Tensor) -> Tensor:
 class PixelFeatures(nn.Module):
     """Raw pixels as torchmetrics' FID feature network: a quality monitor needing no trained network [R]."""
 
-    num_features = math.prod(IMAGE_SHAPE)
+    num_features = math.prod(DIGIT_SHAPE)
 
     def forward(self, x: Tensor) -> Tensor:
         return x.flatten(1).double()
 
 
 def _pixel_fid() -> FrechetInceptionDistance:
-    return FrechetInceptionDistance(feature=PixelFeatures(), normalize=True, input_img_size=IMAGE_SHAPE)
+    return FrechetInceptionDistance(feature=PixelFeatures(), normalize=True, input_img_size=DIGIT_SHAPE)
 
 
 @register_method("gan_fingerprint_gan", config=GanConfig, datamodule=GanDataModule)
@@ -145,17 +144,27 @@ class FingerprintModule(MethodModule):
     def __init__(self, config: dict, **data_kwargs: Any) -> None:
         super().__init__(config, **data_kwargs)
         m = self.cfg.model
+        # The task's shape (FingerprintDataModule.module_kwargs); the defaults are the digits demo's.
+        self.class_names = list(data_kwargs.get("class_names") or [str(d) for d in range(10)])
+        self.num_classes = len(self.class_names)
+        self.image_shape = tuple(data_kwargs.get("image_shape", DIGIT_SHAPE))
+        self.input_kind = InputKind(data_kwargs.get("input_kind", InputKind.latent.value))
+        self.query_shape = tuple(data_kwargs.get("query_shape") or (self.cfg.data.population.z_dim,))
+        if m.design is Design.ae and self.input_kind is InputKind.image:
+            raise ConfigError(
+                "model.design=ae searches adversarial latent codes and is built for latent generators only; "
+                "use model.design=ibd_v1 or ibd_v2 with an image-to-image task (data.source=i2i)"
+            )
         if m.verify.p0 is not None:
             verification.binomial_threshold(m.num_fingerprints, m.verify.p0, m.verify.alpha)
         else:  # fail now if N cannot reach alpha even at the chance rate 1/K
-            verification.binomial_threshold(m.num_fingerprints, 1 / NUM_CLASSES, m.verify.alpha)
-        width = self.cfg.data.population.classifier_width
+            verification.binomial_threshold(m.num_fingerprints, 1 / self.num_classes, m.verify.alpha)
         self.v2 = m.design is Design.ibd_v2
-        self.net = DigitClassifier(NUM_CLASSES, width, 4 * width, fine_classes=2 * NUM_CLASSES if self.v2 else 0)
+        self.net = build_classifier(**self._classifier_kwargs())
         # The fingerprint set travels in the checkpoint (the key itself is redacted there).
-        self.register_buffer("fp_x", torch.zeros(m.num_fingerprints, self.cfg.data.population.z_dim))
+        self.register_buffer("fp_x", torch.zeros(m.num_fingerprints, *self.query_shape))
         self.register_buffer("fp_y", torch.zeros(m.num_fingerprints, dtype=torch.long))
-        self.val_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
+        self.val_acc = MulticlassAccuracy(self.num_classes, average="micro")
         self._population = None
         self._summary: dict | None = None
         self._results: dict[int, tuple[float, float]] = {}
@@ -168,6 +177,7 @@ class FingerprintModule(MethodModule):
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule
         pop = self._population = dm.population
+        self._task = dm.task
         if stage == "fit":
             missing, _ = self.net.load_state_dict(pop.classifier.state_dict(), strict=False)  # C* starts as C0
             assert all(k.startswith("fine_head") for k in missing), missing
@@ -185,14 +195,17 @@ class FingerprintModule(MethodModule):
 
     def _derive_fingerprints(self) -> tuple[Tensor, Tensor]:
         m, pop = self.cfg.model, self._population
-        g, c0, z_dim = pop.protected.cpu(), pop.classifier.cpu(), self.cfg.data.population.z_dim
+        g, c0, z_dim, k = pop.protected.cpu(), pop.classifier.cpu(), self.cfg.data.population.z_dim, self.num_classes
+        if self.input_kind is InputKind.image:
+            inputs = self._task.inputs["train"]
+            return fingerprints.i2i_fingerprints(g, c0, m.secret_key, inputs, m.num_fingerprints, k, m.trigger_eps)
         if m.design is Design.ae:
             a = m.ae
             s = fingerprints.PGDSettings(
                 a.eps, a.steps, a.step_size, a.l2_weight, a.confidence, a.candidates_per_fingerprint
             )
-            return fingerprints.cfp_ae(g, c0, m.secret_key, m.num_fingerprints, z_dim, NUM_CLASSES, s)
-        return fingerprints.ibd_fingerprints(g, c0, m.secret_key, m.num_fingerprints, z_dim, NUM_CLASSES)
+            return fingerprints.cfp_ae(g, c0, m.secret_key, m.num_fingerprints, z_dim, k, s)
+        return fingerprints.ibd_fingerprints(g, c0, m.secret_key, m.num_fingerprints, z_dim, k)
 
     @torch.no_grad()
     def _embedding_tensors(self, x: Tensor, y: Tensor) -> fingerprints.EmbeddingBatch:
@@ -203,11 +216,10 @@ class FingerprintModule(MethodModule):
         ref_labels, _ = fingerprints.natural_labels(pop.classifier, refs)
         sur = None
         if self.v2:
-            train_images = digit_tensors(self.cfg.data.digits_split_seed)["train"][0]
             copies = [attacks.magnitude_pruned(pop.protected, a) for a in e.surrogate_prune]
             copies += [attacks.weight_noise(pop.protected, s, seed=i) for i, s in enumerate(e.surrogate_weight_noise)]
             copies += [
-                attacks.fine_tuned(pop.protected, train_images, seed, e.surrogate_finetune_iterations, 1e-4)
+                self._task.fine_tune(pop.protected, seed, e.surrogate_finetune_iterations, 1e-4)
                 for seed in e.surrogate_finetune_seeds
             ]
             sur = torch.cat([c(x) for c in copies])
@@ -223,7 +235,7 @@ class FingerprintModule(MethodModule):
                 setattr(f, name, getattr(f, name).to(self.device))
         self._rng = torch.Generator().manual_seed(self.cfg.seed * 1000 + self.global_rank)
         if self.global_rank == 0 and has_media_logger(self.loggers):
-            captions = [f"y={int(v)}" for v in f.fp_labels[:32]]
+            captions = [f"y={self.class_names[int(v)]}" for v in f.fp_labels[:32]]
             log_image_grid(self.loggers, "fingerprints/G(x_i)", list(_to_unit(f.fp_images[:32])), 0, captions)
 
     def optimizer_parameters(self) -> nn.Module:
@@ -282,32 +294,26 @@ class FingerprintModule(MethodModule):
 
     @torch.no_grad()
     def _match_rate(self, generator: nn.Module, name: str = "protected") -> float:
-        hook = GeneratorHook(generator, IMAGE_SHAPE, InputKind.latent, name)
+        hook = GeneratorHook(generator, self.image_shape, self.input_kind, name)
         return verification.match_count(self.net, hook(self.fp_x), self.fp_y) / len(self.fp_y)
 
     def on_test_start(self) -> None:
         self._population.to(self.device)
         self._results = {}
-        test = digit_tensors(self.cfg.data.digits_split_seed)["test"][0]
-        self._fid_real = test.to(self.device)
+        self._fid_real = self._task.clean["test"][0].to(self.device)
 
     def test_step(self, batch: Tensor, batch_idx: int) -> None:
         index = int(batch[0])
         s = self._suspects[index]
-        train_images = digit_tensors(self.cfg.data.digits_split_seed)["train"][0]
         with torch.inference_mode(False), torch.enable_grad():
-            suspect = build_suspect(s, self._population, self.cfg.model.attack, train_images)
+            suspect = build_suspect(s, self._population, self.cfg.model.attack, self._task)
         suspect.to(self.device).eval()
         r = self._match_rate(suspect, s.name)
         fid = float("nan")
         if s.group in ("protected", "prune", "finetune"):
-            z = torch.randn(
-                self.cfg.model.attack.fid_samples,
-                self.cfg.data.population.z_dim,
-                generator=torch.Generator().manual_seed(7),
-            ).to(self.device)
+            queries = self._task.fid_queries(self.cfg.model.attack.fid_samples).to(self.device)
             with torch.no_grad():
-                fid = attacks.digits_fid(self._population.classifier, self._fid_real, suspect(z))
+                fid = attacks.digits_fid(self._population.classifier, self._fid_real, suspect(queries))
         self._results[index] = (r, fid)
 
     def on_test_epoch_end(self) -> None:
@@ -337,13 +343,13 @@ class FingerprintModule(MethodModule):
             matches = round(sum(row["r"] * n for row in innocent))
             p0 = verification.estimate_p0(matches, n * len(innocent), m.verify.ci_level)
         else:
-            p0 = verification.P0Estimate(math.nan, math.nan, 1 / NUM_CLASSES, m.verify.ci_level)
+            p0 = verification.P0Estimate(math.nan, math.nan, 1 / self.num_classes, m.verify.ci_level)
         p0_used = m.verify.p0 if m.verify.p0 is not None else p0.high
         tau = verification.threshold_rate(n, p0_used, m.verify.alpha)
         for row in rows:
             row["verified"] = bool(row["r"] >= tau)
         auc = verification.roc_auc(derived, [row["r"] for row in innocent]) if derived and innocent else math.nan
-        test_x, test_y = digit_tensors(self.cfg.data.digits_split_seed)["test"]
+        test_x, test_y = self._task.clean["test"]
         net_cpu, c0 = copy.deepcopy(self.net).cpu().eval(), copy.deepcopy(self._population.classifier).cpu().eval()
         with torch.no_grad():
             c0_r = float(
@@ -402,17 +408,19 @@ class FingerprintModule(MethodModule):
 
     # ---- export: C*, the fingerprint set, the registration
 
-    def export_spec(self) -> dict:
+    def _classifier_kwargs(self) -> dict:
         width = self.cfg.data.population.classifier_width
         return {
-            "target": "lightning_modules.gan_fingerprint.classifier:build_classifier",
-            "kwargs": {
-                "num_classes": NUM_CLASSES,
-                "width": width,
-                "embed_dim": 4 * width,
-                "fine_classes": 2 * NUM_CLASSES if self.v2 else 0,
-            },
+            "num_classes": self.num_classes,
+            "width": width,
+            "embed_dim": 4 * width,
+            "fine_classes": 2 * self.num_classes if self.v2 else 0,
+            "in_channels": self.image_shape[0],
         }
+
+    def export_spec(self) -> dict:
+        return {"target": "lightning_modules.gan_fingerprint.classifier:build_classifier",
+                "kwargs": self._classifier_kwargs()}
 
     def export_artifacts(self, model: nn.Module, writer: ExportWriter) -> None:
         x, y = self.fp_x.detach().cpu().clone(), self.fp_y.detach().cpu().clone()
@@ -424,14 +432,14 @@ class FingerprintModule(MethodModule):
             m = self._summary["metrics"]
             p0 = {"value": m["p0"], "low": m["p0_low"], "high": m["p0_high"], "used": m["p0_used"]}
         registration = commitment.registration_record(
-            c, x, y, NUM_CLASSES, IMAGE_SHAPE, InputKind.latent.value, self.cfg.model.design.value, p0
+            c, x, y, self.num_classes, self.image_shape, self.input_kind.value, self.cfg.model.design.value, p0
         )
         writer.text("registration.json", json.dumps(registration, indent=1), what="registration")
         with torch.no_grad():
             samples = generator(x[:32])
         writer.image(
             "fingerprint_samples.png",
-            image_grid(list(_to_unit(samples)), [f"y={int(v)}" for v in y[:32]]),
+            image_grid(list(_to_unit(samples)), [f"y={self.class_names[int(v)]}" for v in y[:32]]),
             what="fingerprint_samples",
         )
         self.log_run_numbers({"registration/commitment": c.digest, "registration/generator_hash": c.generator_hash})

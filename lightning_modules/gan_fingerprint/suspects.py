@@ -5,16 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import Tensor, nn
+from torch import nn
 
-from lightning_modules.gan_fingerprint.attacks import (
-    OutputPerturbation,
-    PerturbedGenerator,
-    fine_tuned,
-    magnitude_pruned,
-)
+from lightning_modules.gan_fingerprint.attacks import OutputPerturbation, PerturbedGenerator, magnitude_pruned
 from lightning_modules.gan_fingerprint.config import AttackConfig
 from lightning_modules.gan_fingerprint.population import Population
+from lightning_modules.gan_fingerprint.task import Task
 
 DERIVED = ("protected", "prune", "finetune", "perturb")  # positives of the ROC
 INNOCENT = ("independent",)  # negatives of the ROC, and the p0 estimate (references are reported apart)
@@ -44,14 +40,14 @@ def suspect_list(attack: AttackConfig, population: Population) -> list[Suspect]:
     return out
 
 
-def build_suspect(s: Suspect, population: Population, attack: AttackConfig, train_images: Tensor) -> nn.Module:
+def build_suspect(s: Suspect, population: Population, attack: AttackConfig, task: Task) -> nn.Module:
     g = population.protected
     if s.group == "protected":
         return g
     if s.group == "prune":
         return magnitude_pruned(g, s.param)
     if s.group == "finetune":
-        return fine_tuned(g, train_images, int(s.param), attack.finetune_iterations, attack.finetune_lr)
+        return task.fine_tune(g, int(s.param), attack.finetune_iterations, attack.finetune_lr)
     if s.group == "perturb":
         return PerturbedGenerator(g, OutputPerturbation(s.kind), s.param, seed=0)
     if s.group == "reference":
