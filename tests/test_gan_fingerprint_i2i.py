@@ -208,3 +208,28 @@ def test_paper_config_gates_on_the_example_task(task: TaskFiles, tmp_path: Path,
     assert all(rows[f"finetune_s{s}"]["verified"] for s in (11, 12, 13))
     assert m["max_r_independent"] <= 0.25 and m["false_positives"] == 0 and m["auc"] >= 0.95
     assert m["g_hash_unchanged"] == 1.0 and m["acc_drop"] <= 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_i2i_under_ddp_shards_suspects_into_one_report(task: TaskFiles, tmp_path: Path) -> None:
+    """strategy=ddp, 2 CPU processes: each rank reads the task and the generator files, derives the same
+    fingerprint set (asserted in setup), verifies its share of the suspects; one run dir, one full report."""
+    import csv
+
+    from conftest import train_subprocess
+
+    proc = train_subprocess(
+        *_train(task, tmp_path, *SHORT, "logger=csv"), "trainer.strategy=ddp", "trainer.devices=2",
+        "trainer.accelerator=cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
+        "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "export.onnx=false",
+        env={"TENFOLD_FINGERPRINT_KEY": "k"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = only_run_dir(tmp_path, "gan_fingerprint")
+    report = json.loads((run / "verification.json").read_text())
+    assert len(report["rows"]) == 17 and all(np.isfinite(row["r"]) for row in report["rows"])
+    with open(run / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sum(1 for row in rows if row.get("test/r/protected")) == 1  # logged once, not per rank
+    assert (run / "export" / "registration.json").is_file()
