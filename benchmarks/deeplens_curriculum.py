@@ -6,7 +6,8 @@ train.py once per variant, same seed, so the same random starting curvatures and
     ramp        the config as it is (stop-radius ramp, then fine-tuning)
     no_ramp     curriculum.enabled=false: the full F/5, 20 deg specification from step 0
     and, with --ablations, one recipe ingredient switched back to today's choice at a time:
-    list_fields (3 meridional fields), no_weighting (no per-field weights, no dropout), no_dropout,
+    list_fields (3 meridional fields), no_weighting (no per-field weights, no dropout; no_weighting_no_ramp
+    also without the ramp), no_dropout,
     platform_schedule (one cosine instead of warm restarts), no_finetune (no centroid fine-tuning stage),
     no_overfill (pupil_scale 1.0), today (configs/examples/deeplens_cooke.yaml, the original recipe)
 
@@ -56,6 +57,9 @@ VARIANTS = {
     "no_ramp": ["curriculum.enabled=false"],
     "list_fields": ["model.recipe.fields=list"],
     "no_weighting": ["model.field_weighting=false", "model.recipe.field_dropout=0.0"],
+    "no_weighting_no_ramp": [
+        "model.field_weighting=false", "model.recipe.field_dropout=0.0", "curriculum.enabled=false"
+    ],
     "no_dropout": ["model.recipe.field_dropout=0.0"],
     "platform_schedule": ["model.recipe.schedule=platform", "optim.scheduler=cosine"],
     "no_finetune": ["model.recipe.finetune_from_step=null"],
