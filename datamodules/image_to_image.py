@@ -40,7 +40,7 @@ def check_layout(root: str | None) -> None:
     if not root or not Path(root).is_dir():
         raise DataError(
             f"data.source=i2i needs data.root (now {root}): set data.root=/path/to/the task folder laid out as "
-            f"{LAYOUT}; scripts/make_i2i_task.py writes an example"
+            f"{LAYOUT}; `python -m lightning_modules.gan_fingerprint.i2i_task OUT` writes an example"
         )
     for side, splits in (("input", INPUT_SPLITS), ("target", TARGET_SPLITS)):
         for split in splits:
@@ -49,14 +49,9 @@ def check_layout(root: str | None) -> None:
                 raise DataError(f"data.root={root}: {folder} is missing; an image-to-image task folder holds {LAYOUT}")
 
 
-def class_names(root: str) -> list[str]:
-    return sorted(p.name for p in (Path(root) / "target" / "train").iterdir() if p.is_dir())
-
-
-def channel_mode(root: str) -> str:
-    """'L' when the first target image is single-channel, else 'RGB'."""
-    folder = image_folder_split(str(Path(root) / "target"), "train")
-    with Image.open(folder.samples[0][0]) as image:
+def _mode(path: str) -> str:
+    """'L' when this image is single-channel, else 'RGB': the mode every image of the task is read in."""
+    with Image.open(path) as image:
         return "L" if image.mode in ("L", "I", "I;16", "1") else "RGB"
 
 
@@ -70,14 +65,12 @@ def _read(path: str, mode: str) -> np.ndarray:
 
 def _stack(paths: list[str], mode: str, folder: Path) -> Tensor:
     arrays = [_read(p, mode) for p in paths]
-    sizes = {a.shape[:2] for a in arrays}
-    if len(sizes) > 1:
-        first = arrays[0].shape[:2]
-        odd = next(p for p, a in zip(paths, arrays) if a.shape[:2] != first)
-        raise DataError(
-            f"{folder}: images of several sizes ({sorted(sizes)}), e.g. {odd} is {arrays[paths.index(odd)].shape[:2]} "
-            f"but {paths[0]} is {first}; resize them to one size"
-        )
+    for path, array in zip(paths, arrays):
+        if array.shape[:2] != arrays[0].shape[:2]:
+            raise DataError(
+                f"{folder}: images of several sizes, e.g. {path} is {array.shape[:2]} but {paths[0]} is "
+                f"{arrays[0].shape[:2]}; resize them to one size"
+            )
     pixels = np.stack(arrays)
     if pixels.ndim == 3:
         pixels = pixels[..., None]
@@ -86,10 +79,12 @@ def _stack(paths: list[str], mode: str, folder: Path) -> Tensor:
 
 def read_task(root: str) -> ImageToImageData:
     check_layout(root)
-    mode, names = channel_mode(root), class_names(root)
+    train = image_folder_split(str(Path(root) / "target"), "train")
+    names, mode = train.classes, _mode(train.samples[0][0])
     targets = {}
     for split in TARGET_SPLITS:
-        folder = align_to_classes(image_folder_split(str(Path(root) / "target"), split), names)
+        folder = train if split == "train" else align_to_classes(image_folder_split(str(Path(root) / "target"), split),
+                                                                  names)
         paths = [p for p, _ in folder.samples]
         targets[split] = (_stack(paths, mode, Path(folder.root)), torch.tensor(folder.targets))
     inputs = {}

@@ -124,9 +124,8 @@ def _classifier(
 ) -> DigitClassifier:
     """C0, trained on the labelled real images (cached)."""
     epochs = 1 if smoke else p.classifier_epochs
-    settings = {"seed": p.classifier_seed, "epochs": epochs, "width": p.classifier_width, "data": _data_id(images)}
-    if tuple(images.shape[1:]) != (1, 8, 8) or num_classes != 10:  # keeps the digits demo's cache names
-        settings.update(shape=list(images.shape[1:]), classes=num_classes, labels=_data_id(labels))
+    settings = {"seed": p.classifier_seed, "epochs": epochs, "width": p.classifier_width, "classes": num_classes,
+                "data": _data_id(images, labels)}
     return _cached(
         _cache_file(cache_dir, "classifier-c0", settings),
         lambda: train_classifier(images, labels, p.classifier_seed, epochs, width=p.classifier_width,

@@ -40,7 +40,3 @@ class Task:
         if self.input_kind is InputKind.image:
             return self.inputs["test"][:n]
         return torch.randn(n, self.z_dim, generator=torch.Generator().manual_seed(FID_SEED))
-
-    @property
-    def query_shape(self) -> tuple[int, ...]:
-        return (self.z_dim,) if self.input_kind is not InputKind.image else tuple(self.inputs["train"].shape[1:])
