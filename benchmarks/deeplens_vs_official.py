@@ -161,6 +161,22 @@ def backward_of(trace, params):
     return run
 
 
+def compiled_backward(trace, params) -> tuple:
+    """`backward_of` with the trace + RMS compiled by torch.compile (Inductor: the ~60 elementwise ops per
+    surface fused into a few loops, forward and backward); checked equal to eager first. Returns (fn, compile s)."""
+    loss_fn = torch.compile(lambda: trace()[0], dynamic=False)
+    run = backward_of(lambda: (loss_fn(), None), params)
+    start = time.perf_counter()
+    loss, grads = run()
+    seconds = time.perf_counter() - start
+    loss_e, grads_e = backward_of(trace, params)()
+    assert abs(float(loss) / float(loss_e) - 1) < 1e-9, f"compiled RMS {float(loss)} vs eager {float(loss_e)}"
+    scale = max(float(g.abs()) for g in grads_e if g is not None)
+    worst = max(float((g - h).abs()) for g, h in zip(grads, grads_e) if g is not None)
+    assert worst <= 1e-9 * scale, f"compiled gradient differs from eager by {worst:.3e} (scale {scale:.3e})"
+    return run, seconds
+
+
 # ---- the FLOP estimate
 
 
@@ -212,13 +228,16 @@ def module_step_rate(config: Path, steps: int, overrides: list[str] | None = Non
     module = LensDesignModule(to_plain(cfg))
     module.log_dict = lambda *a, **k: None  # no trainer here
     optimizer = torch.optim.Adam(module.optimizer_parameters())
-    module.training_step(None, 0)  # warm-up (and step 0's shape control)
-    wall, cpu = time.perf_counter(), time.process_time()
-    for _ in range(steps):
-        loss = module.training_step(None, 1)
+    def step(batch_idx: int) -> None:
+        loss = module.training_step(None, batch_idx)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+
+    step(0)  # warm-up: step 0's shape control, and with model.compile_trace=true the compile
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        step(1)
     return steps / (time.perf_counter() - wall), (time.process_time() - cpu) / steps
 
 
@@ -231,6 +250,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1e5 rays only, 3 repeats")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-compile", dest="compile", action="store_false",
+                        help="skip the torch.compile rows (fp64 forward+backward and the design step)")
     args = parser.parse_args()
     if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:  # big blocks by mmap: RSS then tracks live tensors
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
@@ -258,7 +279,8 @@ def main() -> None:
     fields = torch.stack([torch.zeros(9), torch.linspace(0, 1, 9)], dim=1).double()
     cases.append(("9 fields x 3 wvl x 4096", fields, 4096, WAVES))
 
-    header = (f"{'case':<24} {'dtype':<7} {'pass':<8} {'tenfold rays/s':>14} {'official rays/s':>15} {'ratio':>6} "
+    header = (f"{'case':<24} {'dtype':<7} {'pass':<8} {'tenfold':<8} {'tenfold rays/s':>14} "
+              f"{'official rays/s':>15} {'ratio':>6} "
               f"{'tenfold MB':>10} {'official MB':>11} {'ratio':>6} {'GFLOP/s':>8} {'% fp64':>6}")
     print(header)
     for dtype in (torch.float32, torch.float64):
@@ -292,27 +314,34 @@ def main() -> None:
                 else:
                     fa = backward_of(ours, lens_params(lens))
                     fb = backward_of(theirs, official_params(geo)) if theirs else None
-                ta, tb = [], []
-                fa()
-                if fb:
-                    fb()
-                for _ in range(repeats):
-                    ta.append(timed(fa, device))
+                tracers = {"eager": fa}
+                if args.compile and mode == "fwd+bwd" and dtype == torch.float64:
+                    tracers["compiled"], compile_s = compiled_backward(ours, lens_params(lens))
+                    print(f"  (torch.compile of the {name} fp64 trace + RMS: {compile_s:.0f} s, once)", flush=True)
+                times: dict[str, list[float]] = {k: [] for k in tracers}
+                tb = []
+                for fn in (*tracers.values(), fb):
+                    if fn:
+                        fn()
+                for _ in range(repeats):  # interleaved: tenfold eager, tenfold compiled, official, ...
+                    for key, fn in tracers.items():
+                        times[key].append(timed(fn, device))
                     if fb:
                         tb.append(timed(fb, device))
-                ma = peak_rise(fa, device)
                 mb = peak_rise(fb, device) if fb else 0
-                ra = n_rays / statistics.median(ta)
                 rb = n_rays / statistics.median(tb) if tb else float("nan")
-                gflops = float("nan")
-                if dtype == torch.float64:
-                    ops = element_ops(fa)
-                    gflops = ops / statistics.median(ta) / 1e9
-                print(f"{name:<24} {str(dtype)[6:]:<7} {mode:<8} {ra:14.3e} {rb:15.3e} {ra / rb:6.2f} "
-                      f"{ma / 2**20:10.1f} {mb / 2**20:11.1f} {(mb / ma if ma > 0 else float('nan')):6.2f} "
-                      f"{gflops:8.2f} {gflops * 1e9 / peak * 100:6.1f}")
+                for key, fn in tracers.items():
+                    ma = peak_rise(fn, device)
+                    ra = n_rays / statistics.median(times[key])
+                    gflops = float("nan")
+                    if dtype == torch.float64:
+                        # The eager graph's element ops: the work both tracers do, whatever the kernels.
+                        gflops = element_ops(fa) / statistics.median(times[key]) / 1e9
+                    print(f"{name:<24} {str(dtype)[6:]:<7} {mode:<8} {key:<8} {ra:14.3e} {rb:15.3e} {ra / rb:6.2f} "
+                          f"{ma / 2**20:10.1f} {mb / 2**20:11.1f} {(mb / ma if ma > 0 else float('nan')):6.2f} "
+                          f"{gflops:8.2f} {gflops * 1e9 / peak * 100:6.1f}", flush=True)
     if GeoLens is not None:
-        design_step(GeoLens, Ray, device, repeats)
+        design_step(GeoLens, Ray, device, repeats, args.compile)
     if device == "cpu":
         print("\nthe module's design step (training_step + backward + Adam; shape control every 50-100 steps "
               "not included):")
@@ -323,7 +352,7 @@ def main() -> None:
                 print(f"  {config:<40} {rate:6.2f} steps/s wall, {cpu * 1000:7.1f} CPU-ms per step")
 
 
-def design_step(GeoLens, Ray, device: str, repeats: int) -> None:
+def design_step(GeoLens, Ray, device: str, repeats: int, compile_too: bool) -> None:
     """One Adam step on the same loss in both: RMS to the pinhole points, 9 fields x 3 wvl x 256 rays, fp64."""
     dtype = torch.float64
     lens = Lens.from_json(COOKE, dtype=dtype).to(device)
@@ -348,38 +377,60 @@ def design_step(GeoLens, Ray, device: str, repeats: int) -> None:
     params_a, params_b = lens_params(lens), official_params(geo)
     opt_a, opt_b = torch.optim.Adam(params_a, lr=1e-6), torch.optim.Adam(params_b, lr=1e-6)
 
-    def step_ours():
+    def loss_ours():
         out = lens.trace_to_sensor(Rays(o_ours.expand(3, *o.shape), d.expand(3, *d.shape),
                                         torch.ones(3, *o.shape[:-1], dtype=torch.bool, device=device), WAVES))
-        loss = loss_of(out.o[..., :2], out.valid)
-        opt_a.zero_grad()
-        loss.backward()
-        opt_a.step()
-        return loss
+        return loss_of(out.o[..., :2], out.valid)
 
-    def step_official():
+    def stepper(loss_fn):
+        def step():
+            loss = loss_fn()
+            opt_a.zero_grad()
+            loss.backward()
+            opt_a.step()
+            return loss
+
+        return step
+
+    losses = {"eager": loss_ours}
+    if compile_too:
+        losses["compiled"] = torch.compile(loss_ours, dynamic=False)
+
+    def loss_official():
         xy, valid = [], []
         for w in WAVES:
             out = geo.trace2sensor(Ray(o.clone(), d.clone(), w / 1000, device=device))
             xy.append(out.o[..., :2])
             valid.append(out.is_valid > 0)
-        loss = loss_of(torch.stack(xy), torch.stack(valid))
+        return loss_of(torch.stack(xy), torch.stack(valid))
+
+    def step_official():
+        loss = loss_official()
         opt_b.zero_grad()
         loss.backward()
         opt_b.step()
         return loss
 
     with torch.no_grad():
-        pass
-    la, lb = float(step_ours()), float(step_official())
-    assert abs(la / lb - 1) < 1e-5, f"design loss differs: {la} vs {lb}"
-    ta, tb = [], []
+        lb = float(loss_official())
+    for key, loss_fn in losses.items():  # the same lens: no step taken yet
+        la = float(loss_fn())
+        assert abs(la / lb - 1) < 1e-5, f"design loss differs ({key}): {la} vs {lb}"
+    steps = {key: stepper(loss_fn) for key, loss_fn in losses.items()}
+    for step in (*steps.values(), step_official):
+        step()  # warm-up (the compiled backward is built on its first call)
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    tb = []
     for _ in range(max(repeats, 5)):
-        ta.append(timed(step_ours, device))
+        for key, step in steps.items():
+            times[key].append(timed(step, device))
         tb.append(timed(step_official, device))
-    sa, sb = 1 / statistics.median(ta), 1 / statistics.median(tb)
+    sb = 1 / statistics.median(tb)
     print(f"\none design step (Cooke, 9 fields x 3 wvl x 256 rays, fp64, RMS to pinhole + backward + Adam; "
-          f"loss {la:.4e} mm in both): tenfold {sa:.1f} steps/s, official {sb:.1f} steps/s, ratio {sa / sb:.2f}")
+          f"loss {lb:.4e} mm in both): official {sb:.1f} steps/s")
+    for key in steps:
+        sa = 1 / statistics.median(times[key])
+        print(f"  tenfold {key:<8} {sa:6.1f} steps/s, ratio {sa / sb:.2f}")
 
 
 if __name__ == "__main__":

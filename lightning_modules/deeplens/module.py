@@ -92,6 +92,7 @@ class LensDesignModule(MethodModule):
     def __init__(self, config: dict) -> None:
         super().__init__(config)
         self.lens = initial_lens(self.cfg.model, self.cfg.seed)
+        self.lens.compiled = self.cfg.model.compile_trace
         self._freeze_fixed_quantities()
         # Without a curriculum callback the design runs at the full specification from the start.
         self.state = DesignState()

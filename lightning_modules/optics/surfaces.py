@@ -60,7 +60,8 @@ class ApertureStop(Surface):
     def intersect(self, rays: Rays) -> Rays:
         t = (self.d - rays.o[..., 2]) / rays.d[..., 2]
         p = rays.o + t.unsqueeze(-1) * rays.d
-        valid = rays.valid & (p[..., 0] ** 2 + p[..., 1] ** 2 <= self.r**2)
+        # The buffer, not `self.r` (a Python float): torch.compile traces this without a graph break.
+        valid = rays.valid & (p[..., 0] ** 2 + p[..., 1] ** 2 <= (self.clear_radius**2).to(p.dtype))
         return rays.moved(torch.where(valid.unsqueeze(-1), p, rays.o), valid=valid)
 
 
@@ -154,10 +155,13 @@ class EvenAsphere(Surface):
             t, meets = self._conic_t(rays)  # exact for spheres and conics
             t = torch.where(meets & torch.isfinite(t), t, t0)
             # Newton only where the polynomial terms move the surface off its conic.
-            if any(bool(a.detach() != 0) for a in self.ai):
+            # Under torch.compile the data-dependent tests would split the graph: every iteration is run
+            # instead (a converged ray's Newton step is ~0, so the result is unchanged).
+            compiling = torch.compiler.is_compiling()
+            if len(self.ai) if compiling else any(bool(a.detach() != 0) for a in self.ai):
                 for _ in range(NEWTON_MAX_ITERS):
                     f, df = self._residual(rays, t)
-                    if not bool((f.abs() > 1e-3 * INTERSECT_TOL_MM)[rays.valid].any()):
+                    if not compiling and not bool((f.abs() > 1e-3 * INTERSECT_TOL_MM)[rays.valid].any()):
                         break
                     t = t - (f / _nonzero(df)).clamp(-NEWTON_STEP_CLAMP_MM, NEWTON_STEP_CLAMP_MM)
             f, _ = self._residual(rays, t)
