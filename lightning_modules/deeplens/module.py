@@ -298,6 +298,7 @@ class LensDesignModule(MethodModule):
 
     def export_model(self) -> Lens:
         lens = copy.deepcopy(self.lens).cpu().eval()
+        lens.compiled = False  # the export's few one-off traces would each cost a compile
         set_stop_for_aperture(lens, self.cfg.model.spec, 1.0)
         return lens
 
