@@ -228,6 +228,7 @@ def module_step_rate(config: Path, steps: int, overrides: list[str] | None = Non
     module = LensDesignModule(to_plain(cfg))
     module.log_dict = lambda *a, **k: None  # no trainer here
     optimizer = torch.optim.Adam(module.optimizer_parameters())
+
     def step(batch_idx: int) -> None:
         loss = module.training_step(None, batch_idx)
         optimizer.zero_grad()
@@ -330,13 +331,12 @@ def main() -> None:
                         tb.append(timed(fb, device))
                 mb = peak_rise(fb, device) if fb else 0
                 rb = n_rays / statistics.median(tb) if tb else float("nan")
+                # The eager graph's element ops: the work both tracers do, whatever the kernels.
+                ops = element_ops(fa) if dtype == torch.float64 else float("nan")
                 for key, fn in tracers.items():
                     ma = peak_rise(fn, device)
                     ra = n_rays / statistics.median(times[key])
-                    gflops = float("nan")
-                    if dtype == torch.float64:
-                        # The eager graph's element ops: the work both tracers do, whatever the kernels.
-                        gflops = element_ops(fa) / statistics.median(times[key]) / 1e9
+                    gflops = ops / statistics.median(times[key]) / 1e9
                     print(f"{name:<24} {str(dtype)[6:]:<7} {mode:<8} {key:<8} {ra:14.3e} {rb:15.3e} {ra / rb:6.2f} "
                           f"{ma / 2**20:10.1f} {mb / 2**20:11.1f} {(mb / ma if ma > 0 else float('nan')):6.2f} "
                           f"{gflops:8.2f} {gflops * 1e9 / peak * 100:6.1f}", flush=True)
@@ -382,12 +382,12 @@ def design_step(GeoLens, Ray, device: str, repeats: int, compile_too: bool) -> N
                                         torch.ones(3, *o.shape[:-1], dtype=torch.bool, device=device), WAVES))
         return loss_of(out.o[..., :2], out.valid)
 
-    def stepper(loss_fn):
+    def stepper(loss_fn, optimizer):
         def step():
             loss = loss_fn()
-            opt_a.zero_grad()
+            optimizer.zero_grad()
             loss.backward()
-            opt_a.step()
+            optimizer.step()
             return loss
 
         return step
@@ -404,19 +404,13 @@ def design_step(GeoLens, Ray, device: str, repeats: int, compile_too: bool) -> N
             valid.append(out.is_valid > 0)
         return loss_of(torch.stack(xy), torch.stack(valid))
 
-    def step_official():
-        loss = loss_official()
-        opt_b.zero_grad()
-        loss.backward()
-        opt_b.step()
-        return loss
-
     with torch.no_grad():
         lb = float(loss_official())
     for key, loss_fn in losses.items():  # the same lens: no step taken yet
         la = float(loss_fn())
         assert abs(la / lb - 1) < 1e-5, f"design loss differs ({key}): {la} vs {lb}"
-    steps = {key: stepper(loss_fn) for key, loss_fn in losses.items()}
+    steps = {key: stepper(loss_fn, opt_a) for key, loss_fn in losses.items()}
+    step_official = stepper(loss_official, opt_b)
     for step in (*steps.values(), step_official):
         step()  # warm-up (the compiled backward is built on its first call)
     times: dict[str, list[float]] = {k: [] for k in steps}

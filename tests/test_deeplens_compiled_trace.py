@@ -52,7 +52,7 @@ def test_compiled_newton_trace_equals_eager() -> None:
 
 
 def test_design_run_with_compile_trace_matches_the_eager_run(tmp_path: Path) -> None:
-    """train.py with model.compile_trace=true: the same lens and losses as eager after 12 steps (shape control,
+    """train.py with model.compile_trace=true: the same lens as eager after 12 steps (shape control,
     curriculum and validation included)."""
     for name, flag in (("eager", "false"), ("compiled", "true")):
         assert train_cli(*_cooke_tiny(tmp_path / name, f"run.name={name}", f"model.compile_trace={flag}")) == 0
