@@ -6,8 +6,12 @@
 2. Whole pipeline on a temporary MJPG video of the astronaut photo: decode + Haar detection + preprocessing +
    model (+ building fer's rows). "fer's way" classifies each frame's faces as soon as they are found;
    face_emotion's `predict_step` gets `--batch` frames and runs the model once. Frames/s over the whole video.
+3. `--haar-threads`: fer's Haar call alone on the frames of face_emotion_vs_fer.py's four test videos, one cv2
+   thread (what each face_emotion loader worker uses) against all cores (what fer uses), alternated rounds.
+   Two one-thread workers can beat fer's threaded Haar by at most 2 / (that speed-up) before any other cost.
 
     python benchmarks/face_emotion_speed.py [--faces 64] [--batch 32] [--frames 120] [--repeats 15]
+    python benchmarks/face_emotion_speed.py --haar-threads [--frames 50] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages, not an installed copy
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]  # this checkout's packages, not an installed copy
 
 import cv2
 import numpy as np
@@ -122,6 +126,29 @@ def pipeline_batched(job: VideoJob, module: FaceEmotionModule, batch: int) -> fl
     return time.perf_counter() - t0
 
 
+def haar_thread_scaling(frames: int, repeats: int) -> None:
+    """Frames/s of fer's full-frame Haar call with one cv2 thread and with all cores, alternated."""
+    from face_emotion_vs_fer import build_videos  # the vs-fer benchmark's test videos
+
+    cores = cv2.getNumberOfCPUs()
+    with tempfile.TemporaryDirectory() as tmp:
+        grays = [to_gray(f) for v in build_videos(Path(tmp), frames) for _, f in decode_sampled_frames(
+            VideoJob(v.stem, str(v)), "t300")]
+    rates: dict[int, list[float]] = {1: [], cores: []}
+    for _ in range(repeats):
+        for threads in rates:
+            cv2.setNumThreads(threads)
+            t0 = time.perf_counter()
+            for gray in grays:
+                detect_faces(gray)
+            rates[threads].append(len(grays) / (time.perf_counter() - t0))
+    speedup = statistics.median(b / a for a, b in zip(rates[1], rates[cores]))
+    print(f"Haar (scaleFactor 1.1, minNeighbors 5, minSize 50) on {len(grays)} frames 640x480, {repeats} rounds")
+    print(f"  1 cv2 thread      {statistics.median(rates[1]):6.1f} frames/s")
+    print(f"  {cores} cv2 threads     {statistics.median(rates[cores]):6.1f} frames/s  ({speedup:.2f}x one thread)")
+    print(f"  ceiling of {cores} one-thread workers against fer's threaded Haar: {cores / speedup:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--faces", type=int, default=64, help="faces per batched forward")
@@ -129,7 +156,11 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=120, help="frames in the benchmark video")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--model-only", action="store_true", help="only the emotion model (batch sizes)")
+    parser.add_argument("--haar-threads", action="store_true", help="only Haar, one cv2 thread vs all cores")
     args = parser.parse_args()
+    if args.haar_threads:
+        haar_thread_scaling(args.frames, args.repeats)
+        return
 
     raw = load_fer_model()
     net = fold_batchnorm(raw)  # what face_emotion runs (model.fold_bn=true)
