@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]  # this checkout's packages, not an installed copy
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages, not an installed copy
 
 import cv2
 import numpy as np
@@ -128,6 +128,7 @@ def pipeline_batched(job: VideoJob, module: FaceEmotionModule, batch: int) -> fl
 
 def haar_thread_scaling(frames: int, repeats: int) -> None:
     """Frames/s of fer's full-frame Haar call with one cv2 thread and with all cores, alternated."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from face_emotion_vs_fer import build_videos  # the vs-fer benchmark's test videos
 
     cores = cv2.getNumberOfCPUs()
