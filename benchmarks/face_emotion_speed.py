@@ -30,10 +30,16 @@ import numpy as np
 import skimage.data
 import torch
 
-from datamodules.video_frames import VideoFrame, VideoJob, collate_frames, decode_sampled_frames
+from datamodules.video_frames import (
+    VideoFrame,
+    VideoFramesDataset,
+    VideoJob,
+    collate_frames,
+    decode_sampled_frames,
+)
 from lightning_modules.face_emotion.config import FaceEmotionConfig
 from lightning_modules.face_emotion.emotion_net import MiniXception, fold_batchnorm, load_fer_model
-from lightning_modules.face_emotion.face_detect import detect_faces
+from lightning_modules.face_emotion.face_detect import MIN_FACE_SIZE, MIN_NEIGHBORS, SCALE_FACTOR, detect_faces
 from lightning_modules.face_emotion.module import FaceEmotionModule, fer_row
 from lightning_modules.face_emotion.preprocess import preprocess_faces, to_gray
 from tenfold.config import to_plain
@@ -127,27 +133,44 @@ def pipeline_batched(job: VideoJob, module: FaceEmotionModule, batch: int) -> fl
 
 
 def haar_thread_scaling(frames: int, repeats: int) -> None:
-    """Frames/s of fer's full-frame Haar call with one cv2 thread and with all cores, alternated."""
+    """Frames/s of fer's full-frame Haar call with one cv2 thread and with all cores, alternated; and how the
+    datamodule's by-video split shares the one-thread cost between two loader workers."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from face_emotion_vs_fer import build_videos  # the vs-fer benchmark's test videos
 
     cores = cv2.getNumberOfCPUs()
     with tempfile.TemporaryDirectory() as tmp:
-        grays = [to_gray(f) for v in build_videos(Path(tmp), frames) for _, f in decode_sampled_frames(
-            VideoJob(v.stem, str(v)), "t300")]
+        jobs = [VideoJob(v.stem, str(v)) for v in sorted(build_videos(Path(tmp), frames))]  # list_video_jobs' order
+        grays = {job.video_id: [to_gray(f) for _, f in decode_sampled_frames(job, "t300")] for job in jobs}
     rates: dict[int, list[float]] = {1: [], cores: []}
+    one_thread_ms: dict[str, list[float]] = {video: [] for video in grays}
     for _ in range(repeats):
         for threads in rates:
             cv2.setNumThreads(threads)
-            t0 = time.perf_counter()
-            for gray in grays:
-                detect_faces(gray)
-            rates[threads].append(len(grays) / (time.perf_counter() - t0))
+            total = 0.0
+            for video, video_grays in grays.items():
+                t0 = time.perf_counter()
+                for gray in video_grays:
+                    detect_faces(gray)
+                seconds = time.perf_counter() - t0
+                total += seconds
+                if threads == 1:
+                    one_thread_ms[video].append(seconds / len(video_grays) * 1e3)
+            rates[threads].append(sum(map(len, grays.values())) / total)
     speedup = statistics.median(b / a for a, b in zip(rates[1], rates[cores]))
-    print(f"Haar (scaleFactor 1.1, minNeighbors 5, minSize 50) on {len(grays)} frames 640x480, {repeats} rounds")
+    height, width = next(iter(grays.values()))[0].shape
+    print(
+        f"Haar (scaleFactor {SCALE_FACTOR}, minNeighbors {MIN_NEIGHBORS}, minSize {MIN_FACE_SIZE}) on "
+        f"{sum(map(len, grays.values()))} frames {width}x{height}, {repeats} rounds"
+    )
     print(f"  1 cv2 thread      {statistics.median(rates[1]):6.1f} frames/s")
     print(f"  {cores} cv2 threads     {statistics.median(rates[cores]):6.1f} frames/s  ({speedup:.2f}x one thread)")
     print(f"  ceiling of {cores} one-thread workers against fer's threaded Haar: {cores / speedup:.2f}x")
+    ms = {video: statistics.median(values) for video, values in one_thread_ms.items()}
+    print("  one thread, ms/frame: " + ", ".join(f"{video} {value:.1f}" for video, value in ms.items()))
+    dataset = VideoFramesDataset(jobs, rank=0, world_size=1)
+    loads = [sum(ms[job.video_id] for job in dataset.shard_jobs(w, 2)) for w in range(2)]
+    print(f"  by-video split over 2 loader workers: {loads[0]:.0f} : {loads[1]:.0f} ms per frame of each video")
 
 
 def main() -> None:

@@ -131,7 +131,7 @@ class DeepLensModelConfig:
     recipe: RecipeConfig = field(default_factory=RecipeConfig)
     dtype: str = "float64"  # float32 is fine for geometric tracing (digest 5)
     # Trace through torch.compile (lightning_modules/optics/lens.py `compiled_trace`): 2.4x faster cellphone
-    # steps after a one-off compile per ray shape (~1 min for the Cooke, ~12 min for the cellphone lens).
+    # steps after a one-off compile per ray shape (~1 min for the Cooke, 12-17 min for the cellphone lens).
     compile_trace: bool = False
     resample_rays_every: int = 1  # steps between fresh random pupil samples (50-100 in the official code)
     # Shape control every N steps (no gradient, digest 2.9): clear radii follow the rays; 0: never

@@ -332,7 +332,7 @@ def compiled_trace():
     Eager tracing is memory- and dispatch-bound: ~60 elementwise ops per surface, each a full pass over the
     rays, all saved for backward. Inductor fuses them into a few loops forward and backward (2.8-4.1x the
     rays/s of eager in fp64 forward+backward, `benchmarks/deeplens_vs_official.py`), for a one-off compile per
-    lens and ray shape: about a minute for the Cooke triplet on 2 CPU cores, ~12 min for the cellphone lens
+    lens and ray shape: about a minute for the Cooke triplet on 2 CPU cores, 12-17 min for the cellphone lens
     (12 aspheres, Newton unrolled). Gradients equal eager's to rounding.
     """
     return torch.compile(lambda lens, rays: lens.trace_path(rays)[-1])
