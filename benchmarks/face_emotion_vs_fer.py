@@ -1,11 +1,13 @@
 """face_emotion against fer itself: the same videos, whole commands, alternated rounds, ratios and agreement.
 
     python benchmarks/face_emotion_vs_fer.py [--fer-python /work/venvs/fer/bin/python] [--frames 100] [--rounds 2]
+        [--one-video] [--modes "fer tflite,tenfold workers"]
 
 fer needs TensorFlow, which the project never installs: it runs from its own venv (`--fer-python`; setup in
 benchmarks/README.md). The test videos are generated here from images that ship with scikit-image (the
 astronaut photo, 100 LFW faces): several people and expressions, moving, up to three faces per frame, and frames
-and a whole video without a face. Nothing is downloaded.
+and a whole video without a face. Nothing is downloaded. `--one-video` joins the four into one video, the case of
+a user scoring one long recording (the loader workers then split its frames).
 
 Per round, in alternating order, each pipeline runs as a fresh process on (a) all the videos and (b) a one-frame
 video: (b)'s wall is the start-up (import, model load, first frame, teardown), and steady frames/s is
@@ -79,7 +81,8 @@ for path in sys.argv[3:]:
 TENFOLD_MODES = {
     # name: train.py overrides
     "tenfold 1 process": ["data.num_workers=0"],
-    "tenfold workers": ["data.num_workers=2"],
+    "tenfold workers": ["data.num_workers=2"],  # worker_split=auto: by video when there are >= 2 videos
+    "tenfold workers by frames": ["data.num_workers=2", "data.worker_split=frames"],
     "tenfold fast s0.5": ["data.num_workers=2", "model.detect_scale=0.5"],
     "tenfold fast s0.5 k5": ["data.num_workers=2", "model.detect_scale=0.5", "model.track_every=5"],
 }
@@ -153,6 +156,15 @@ def build_videos(folder: Path, frames: int) -> list[Path]:
     ):
         paths.append(_write(folder / f"{name}.avi", [draw(i) for i in range(frames)]))
     return paths
+
+
+def _read(path: Path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while (frame := capture.read()[1]) is not None:
+        frames.append(frame)
+    capture.release()
+    return frames
 
 
 def _write(path: Path, frames: list[np.ndarray]) -> Path:
@@ -322,6 +334,7 @@ def main() -> int:
     )
     parser.add_argument("--frames", type=int, default=100, help="frames per test video (4 videos)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--one-video", action="store_true", help="join the four test videos into one")
     parser.add_argument(
         "--modes",
         default=",".join(["fer tflite", "fer keras", *TENFOLD_MODES]),
@@ -338,13 +351,19 @@ def main() -> int:
     modes = [m.strip() for m in args.modes.split(",")]
     work = args.keep or Path(tempfile.mkdtemp(prefix="fer_bench_"))
     videos = build_videos(work / "videos", args.frames)
+    frames_per_video = args.frames
+    if args.one_video:
+        joined = [frame for video in videos for frame in _read(video)]
+        for video in videos:
+            video.unlink()
+        videos, frames_per_video = [_write(work / "videos" / "all_in_one.avi", joined)], len(joined)
     one_frame = work / "one_frame"
     one_frame.mkdir(exist_ok=True)
     _write(one_frame / "astronaut_once.avi", [cv2.VideoCapture(str(videos[0])).read()[1]])
     driver = work / "fer_driver.py"
     driver.write_text(FER_DRIVER)
     env = {"OMP_NUM_THREADS": "2"}  # both tools may use the 2 cores (tenfold sets its own thread count)
-    total_frames = args.frames * len(videos)
+    total_frames = frames_per_video * len(videos)
 
     def command(mode: str, target: str, out: Path) -> list[str]:
         if mode.startswith("fer "):
@@ -380,7 +399,7 @@ def main() -> int:
 
     base = "fer tflite" if "fer tflite" in modes else modes[0]
     print(
-        f"\n{len(videos)} videos x {args.frames} frames at {SIZE[0]}x{SIZE[1]} ({total_frames} frames), "
+        f"\n{len(videos)} video(s) x {frames_per_video} frames at {SIZE[0]}x{SIZE[1]} ({total_frames} frames), "
         f"{args.rounds} alternated rounds; `import torch` alone: {torch_import:.1f} s; ratios vs {base} "
         "(median of per-round ratios; > 1 is better)"
     )
@@ -419,7 +438,7 @@ def main() -> int:
             other = {v.stem: json.loads((out / f"{v.stem}.json").read_text()) for v in videos}
             identical = all(cells_identical(ref_dir / f"{v.stem}.csv", out / f"{v.stem}.csv") for v in videos)
         else:
-            other = {v.stem: tenfold_frames(out / f"{v.stem}-t300.csv", args.frames) for v in videos}
+            other = {v.stem: tenfold_frames(out / f"{v.stem}-t300.csv", frames_per_video) for v in videos}
             identical = all(cells_identical(ref_dir / f"{v.stem}.csv", out / f"{v.stem}-t300.csv") for v in videos)
         a = agreement(reference, other)
         print(

@@ -9,18 +9,32 @@ Frame sampling follows `fer.Video.analyze(frequency=stride)` (digest §2.2): fra
 frame 0 of the (trimmed) clip and every stride-th one is kept; t300: stride = floor(frame_count / 300),
 f50: stride = 50.
 
-Work is split by video, never by frame: video k goes to shard k % (world_size * num_workers), where the shard of
-a DataLoader worker is rank * num_workers + worker_id. Each video is then decoded start to end by one worker,
-so a consumer sees its frames in order and the last one flagged `is_last` (the cue to write its output).
+Ranks always split the work by video; `data.worker_split` says how the DataLoader workers share it:
+- `video`: video k goes to shard k % (world_size * num_workers), where the shard of a worker is
+  rank * num_workers + worker_id, and that worker decodes it start to end. Decoding is then parallel too, which
+  is right for t300 on many long videos, where decoding costs more than detection.
+- `frames`: rank r takes videos r, r + world_size, ...; every worker of the rank decodes every one of them, and
+  keeps every num_workers-th chunk of
+  `batch_size_per_device` sampled frames (chunks numbered across the rank's videos). Each worker yields whole
+  chunks, one batch each (an empty batch for a chunk it could not finish), so the DataLoader's round-robin over
+  the workers hands them over in frame order. This keeps every worker busy when the rank has fewer videos than
+  workers, or videos of very different lengths; the cost is the decoding of the frames each worker skips.
+- `auto` (default): `frames` when the rank has fewer videos than workers, else `video`.
+Either way a consumer sees each video's frames in order and the last one flagged `is_last` (the cue to write
+its output).
 
 Per-frame work (face detection and crops for face_emotion) runs where the frames are decoded: the method hands
-the datamodule a `frame_fn(frame, video_id)`, applied to each sampled frame in order inside the loader worker
-(one cv2 and one torch thread per worker). A frame_fn result with a `frame` attribute replaces the decoded frame
-in the batch (set it to the frame only when the consumer needs the pixels: frames are pickled between processes).
+the datamodule a `frame_fn(frame, segment)`, applied to each sampled frame in order inside the loader worker
+(one cv2 and one torch thread per worker). `segment` is the video id with `video`, (video id, chunk) with
+`frames`: it changes whenever the next frame is not the next sampled frame of the same video, so a stateful
+frame_fn (face tracking) knows when to start again. A frame_fn result with a `frame` attribute replaces the
+decoded frame in the batch (set it to the frame only when the consumer needs the pixels: frames are pickled
+between processes).
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import os
@@ -53,6 +67,14 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
 FAILED_FILE = "failed.txt"
 
 
+class WorkerSplit(enum.StrEnum):
+    """How a rank's DataLoader workers share its videos (module docstring)."""
+
+    auto = "auto"
+    video = "video"
+    frames = "frames"
+
+
 @dataclass
 class VideoFramesDataConfig:
     videos_dir: str | None = None
@@ -61,6 +83,7 @@ class VideoFramesDataConfig:
     output_dir: str | None = None  # per-video outputs `<video_id>-<scheme>.csv` and failed.txt; None: no resume
     batch_size_per_device: int = 32  # frames per batch
     num_workers: int = 2
+    worker_split: WorkerSplit = WorkerSplit.auto  # by video or by chunks of frames (module docstring)
     # The container's frame count (CAP_PROP_FRAME_COUNT) is an estimate for many mp4/webm files; True counts
     # frames with a grab pass first (one extra demux+decode of each video) so t300's stride uses the real count.
     exact_frame_count: bool = False
@@ -321,7 +344,9 @@ class VideoFramesDataset(IterableDataset):
         world_size: int | None = None,
         exact_frame_count: bool = False,
         min_decoded_fraction: float = 0.9,
-        frame_fn: Callable[[np.ndarray, str], Any] | None = None,
+        frame_fn: Callable[[np.ndarray, Any], Any] | None = None,
+        split_frames: bool = False,
+        batch_size: int = 32,
     ) -> None:
         super().__init__()
         self.frame_fn = frame_fn
@@ -339,6 +364,14 @@ class VideoFramesDataset(IterableDataset):
         # Filled in the process that iterates: with num_workers > 0 that is a worker's copy, so failed.txt
         # (needs output_dir) is the record that survives; this list serves num_workers=0 and tests.
         self.failed_videos: list[str] = []
+        # Split by frames, every worker must walk the same videos and number the same chunks. Which videos are done
+        # is therefore decided once, here in the main process: checked in the workers, a video written while one
+        # worker is still behind would be skipped by that worker alone.
+        self.split_frames = split_frames
+        self.batch_size = batch_size
+        if split_frames and batch_size < 1:
+            raise ValueError(f"batch_size {batch_size} must be >= 1 to split frames into chunks")
+        self._todo = [j for j in self.shard_jobs() if not self.is_done(j)] if split_frames else None
 
     def shard_jobs(self, worker_id: int = 0, num_workers: int = 1) -> list[VideoJob]:
         """This (rank, worker)'s videos: round-robin over rank-major shards, so each video has one owner."""
@@ -348,13 +381,50 @@ class VideoFramesDataset(IterableDataset):
     def is_done(self, job: VideoJob) -> bool:
         return self.output_dir is not None and output_path(self.output_dir, job.video_id, self.scheme).is_file()
 
-    def __iter__(self) -> Iterator[VideoFrame]:
+    def __iter__(self) -> Iterator[VideoFrame] | Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker_id, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if self.split_frames:
+            yield from self._chunk_batches(worker_id, num_workers)
+            return
         for job in self.shard_jobs(worker_id, num_workers):
             if self.is_done(job):
                 continue
             yield from self._frames(job)
+
+    def _chunk_batches(self, worker_id: int, num_workers: int) -> Iterator[dict[str, Any]]:
+        """This worker's chunks of the rank's sampled frames, one collated batch each, in chunk order.
+
+        Chunk c (numbered across the rank's videos) is worker c % num_workers's. Every worker decodes and
+        converts every sampled frame, so all of them meet a bad frame at the same place and keep numbering the
+        same chunks; exactly one batch per chunk is what keeps the DataLoader's round-robin in frame order.
+        """
+        size, first_chunk = self.batch_size, 0  # first_chunk: the number of the current video's chunk 0
+        for job in self._todo:
+            chunk: list[VideoFrame] = []
+            sampled = 0
+            try:
+                for index, frame in decode_sampled_frames(
+                    job, self.scheme, self.exact_frame_count, self.min_decoded_fraction
+                ):
+                    number = first_chunk + sampled // size
+                    if sampled % size == 0 and chunk:  # a new chunk starts: the previous one is complete
+                        yield collate_frames(chunk)
+                        chunk = []
+                    if number % num_workers == worker_id:
+                        chunk.append(self._item((job.video_id, number), job.video_id, index, frame))
+                    sampled += 1
+            except (DataError, cv2.error, OSError) as exc:
+                if worker_id == 0:  # every worker meets the failure; one records it
+                    self.failed_videos.append(job.path)
+                    record_failed_video(self.output_dir, job.path, str(exc))
+                if chunk:  # without is_last: the video gets no output and a resumed run retries it
+                    yield collate_frames(chunk)
+            else:
+                if chunk:  # the video's last chunk is this worker's
+                    chunk[-1] = chunk[-1]._replace(is_last=True)
+                    yield collate_frames(chunk)
+            first_chunk += -(-sampled // size)
 
     def _frames(self, job: VideoJob) -> Iterator[VideoFrame]:
         # One frame of look-ahead: the frame count is unreliable, so a frame is known to be the last only once
@@ -367,7 +437,7 @@ class VideoFramesDataset(IterableDataset):
             ):
                 if pending is not None:
                     yield pending
-                pending = self._item(job.video_id, index, frame)
+                pending = self._item(job.video_id, job.video_id, index, frame)
         except (DataError, cv2.error, OSError) as exc:
             self.failed_videos.append(job.path)
             record_failed_video(self.output_dir, job.path, str(exc))
@@ -375,10 +445,10 @@ class VideoFramesDataset(IterableDataset):
         if pending is not None:
             yield pending._replace(is_last=True)
 
-    def _item(self, video_id: str, index: int, frame: np.ndarray) -> VideoFrame:
+    def _item(self, segment: Any, video_id: str, index: int, frame: np.ndarray) -> VideoFrame:
         if self.frame_fn is None:
             return VideoFrame(video_id, index, frame, False)
-        faces = self.frame_fn(frame, video_id)
+        faces = self.frame_fn(frame, segment)
         return VideoFrame(video_id, index, getattr(faces, "frame", frame), False, faces)
 
 
@@ -395,10 +465,15 @@ def collate_frames(items: list[VideoFrame]) -> dict[str, Any]:
     return batch
 
 
+def _collated(batch: dict[str, Any]) -> dict[str, Any]:
+    """The loader's collate_fn for chunk batches, which need none (its default would turn arrays to tensors)."""
+    return batch
+
+
 class VideoFramesDataModule(MethodDataModule):
     # Per-frame work for the loader workers, set by the method before the loader is built (face_emotion: the
     # face finder); None: batches carry the decoded frames only.
-    frame_fn: Callable[[np.ndarray, str], Any] | None = None
+    frame_fn: Callable[[np.ndarray, Any], Any] | None = None
 
     def check(self) -> None:
         """Fail within seconds if the videos or manifest are absent, before any model is built."""
@@ -416,11 +491,19 @@ class VideoFramesDataModule(MethodDataModule):
             return trainer.global_rank, trainer.world_size
         return _dist_rank_world()
 
+    def split_frames(self, rank_videos: int) -> bool:
+        """`data.worker_split` resolved for a rank with this many videos (auto: frames when workers would idle)."""
+        split = WorkerSplit(self.cfg.worker_split)
+        if split == WorkerSplit.auto:
+            return self.cfg.num_workers > 1 and rank_videos < self.cfg.num_workers
+        return split == WorkerSplit.frames
+
     def predict_dataset(self) -> VideoFramesDataset:
         rank, world = self._rank_world()
         cfg = self.cfg
+        jobs = list_video_jobs(cfg)
         return VideoFramesDataset(
-            list_video_jobs(cfg),
+            jobs,
             cfg.scheme,
             cfg.output_dir,
             rank,
@@ -428,6 +511,8 @@ class VideoFramesDataModule(MethodDataModule):
             cfg.exact_frame_count,
             cfg.min_decoded_fraction,
             self.frame_fn,
+            split_frames=self.split_frames(len(jobs[rank::world])),
+            batch_size=cfg.batch_size_per_device,
         )
 
     def predict_dataloader(self) -> DataLoader:
@@ -437,8 +522,11 @@ class VideoFramesDataModule(MethodDataModule):
         # cores (torch's loader already gives them one torch thread). Set here, before the workers fork:
         # cv2.setNumThreads in a forked child waits forever on the parent's thread pool.
         cv2.setNumThreads(1)
+        dataset = self.predict_dataset()
+        if dataset.split_frames:  # the workers yield whole chunks, already collated
+            return DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=_collated, pin_memory=False)
         return DataLoader(
-            self.predict_dataset(),
+            dataset,
             batch_size=self.cfg.batch_size_per_device,
             num_workers=workers,
             collate_fn=collate_frames,

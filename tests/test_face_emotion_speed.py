@@ -110,7 +110,8 @@ def test_tracking_rescans_every_k_frames_and_when_a_face_is_lost(astronaut: np.n
     assert tracked(frames[1], "other").full_scan
 
 
-def test_loader_workers_write_the_same_bytes_as_one_process(face_videos: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("split", ["video", "frames"])
+def test_loader_workers_write_the_same_bytes_as_one_process(face_videos: Path, tmp_path: Path, split: str) -> None:
     import shutil
 
     from benchmarks.face_emotion_vs_fer import build_videos
@@ -123,7 +124,7 @@ def test_loader_workers_write_the_same_bytes_as_one_process(face_videos: Path, t
     shutil.copy(build_videos(tmp_path / "gen", 6)[2], videos / "three.avi")
     single, workers = tmp_path / "single", tmp_path / "workers"
     assert face_emotion_cli(videos, single, tmp_path / "runs", "data.num_workers=0") == 0
-    workers_args = ("data.num_workers=2", "data.batch_size_per_device=4")
+    workers_args = ("data.num_workers=2", "data.batch_size_per_device=4", f"data.worker_split={split}")
     assert face_emotion_cli(videos, workers, tmp_path / "runs", *workers_args) == 0
     names = sorted(p.name for p in single.glob("*.csv"))
     assert names == ["astronaut-t300.csv", "camera-t300.csv", "three-t300.csv"]

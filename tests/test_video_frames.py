@@ -242,6 +242,91 @@ def test_lightning_predict_accepts_the_loader(videos: Path) -> None:
     assert sorted(out) == sorted((str(i), k) for i in range(NUM_GOOD) for k in (0, 50, 100))
 
 
+# ---- splitting a rank's videos by frames
+
+
+class FrameNumber:
+    """A frame_fn that reads the frame's index off its patches and notes the segment it was given."""
+
+    def __call__(self, frame: np.ndarray, segment: object) -> SimpleNamespace:
+        return SimpleNamespace(index=patch_index(frame), segment=segment, frame=None)
+
+
+def _split_loader(videos: Path, jobs_dir: Path, batch: int, **data: object):
+    cfg = VideoFramesDataConfig(
+        videos_dir=str(jobs_dir),
+        scheme="t300",
+        batch_size_per_device=batch,
+        num_workers=2,
+        worker_split="frames",
+        **data,
+    )
+    dm = VideoFramesDataModule(cfg)
+    dm.frame_fn = FrameNumber()
+    return dm.predict_dataloader()
+
+
+@pytest.mark.parametrize("batch", [3, 4, 7])
+def test_frame_split_workers_deliver_every_video_in_frame_order(
+    videos: Path, tmp_path: Path, batch: int
+) -> None:
+    jobs_dir = tmp_path / "jobs"
+    jobs_dir.mkdir()
+    for name in ("0.avi", "1.avi", "5.mp4"):
+        (jobs_dir / name).symlink_to(videos / name)
+    # Truncated between the two good videos: every worker must stop at the same frame and keep numbering the
+    # same chunks, or the next video's chunks come out of order.
+    data = (videos / "2.avi").read_bytes()
+    (jobs_dir / "2.avi").write_bytes(data[: len(data) // 3])  # sorted between 1 and 3
+    (jobs_dir / "3.avi").symlink_to(videos / "3.avi")
+    out = tmp_path / "out"
+    delivered: dict[str, list[int]] = {}
+    last: list[tuple[str, int]] = []
+    for batch_out in _split_loader(videos, jobs_dir, batch, output_dir=str(out)):
+        assert len(batch_out["video_id"]) <= batch
+        for video, index, faces, is_last in zip(
+            batch_out["video_id"], batch_out["frame_index"].tolist(), batch_out["faces"], batch_out["is_last"].tolist()
+        ):
+            assert faces.index == index  # the frame_fn saw this frame's pixels
+            assert faces.segment == (video, faces.segment[1])  # a (video, chunk) segment
+            delivered.setdefault(video, []).append(index)
+            if is_last:
+                last.append((video, index))
+    assert delivered["0"] == delivered["1"] == delivered["3"] == list(range(120))  # in order, each frame once
+    assert delivered["2"] == list(range(len(delivered["2"]))) and len(delivered["2"]) < 120
+    assert last == [("0", 119), ("1", 119), ("3", 119)]  # the truncated video gets no is_last
+    failed = [line.split("\t")[0] for line in (out / "failed.txt").read_text().splitlines()]
+    assert sorted(failed) == [str(jobs_dir / "2.avi"), str(jobs_dir / "5.mp4")]  # once each, not once per worker
+
+
+def test_frame_split_skips_videos_done_before_the_run(videos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    write_video_output_atomically(vf.output_path(out, "1", "t300"), pd.DataFrame({"a": [1]}))
+    jobs_dir = tmp_path / "jobs"
+    jobs_dir.mkdir()
+    for name in ("0.avi", "1.avi", "2.avi"):
+        (jobs_dir / name).symlink_to(videos / name)
+    ids = [v for b in _split_loader(videos, jobs_dir, 8, output_dir=str(out)) for v in b["video_id"]]
+    assert ids == ["0"] * 120 + ["2"] * 120
+
+
+@pytest.mark.parametrize(
+    ("split", "workers", "rank_videos", "expected"),
+    [
+        ("auto", 2, 1, True),
+        ("auto", 2, 2, False),
+        ("auto", 0, 1, False),
+        ("video", 2, 1, False),
+        ("frames", 2, 5, True),
+    ],
+)
+def test_auto_splits_frames_only_when_workers_would_idle(
+    videos: Path, split: str, workers: int, rank_videos: int, expected: bool
+) -> None:
+    dm = VideoFramesDataModule(VideoFramesDataConfig(videos_dir=str(videos), num_workers=workers, worker_split=split))
+    assert dm.split_frames(rank_videos) is expected
+
+
 # ---- outputs and config errors
 
 

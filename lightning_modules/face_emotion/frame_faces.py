@@ -2,8 +2,9 @@
 
 `FrameFaceFinder` turns one decoded BGR frame into its face boxes and 64x64 uint8 crops. The video datamodule
 calls it inside its DataLoader workers (one cv2 thread each), so detection and decoding use every core while
-the main process only batches the emotion CNN. It is stateful per video (the fast mode tracks faces from one
-sampled frame to the next), which works because one worker decodes a whole video in frame order.
+the main process only batches the emotion CNN. It is stateful (the fast mode tracks faces from one sampled
+frame to the next) within a segment of consecutive sampled frames: a whole video, or one chunk of it when the
+workers split a video's frames (`data.worker_split`), so tracking restarts with a full scan at each chunk.
 
 Default mode (`model.detect_scale=1`, `model.track_every=0`): fer's own path, the configured detector on the
 full frame, so boxes and CSVs are fer's. Fast mode, chosen knowingly:
@@ -65,7 +66,7 @@ class FrameFaceFinder:
         self.track_every = int(model_cfg.track_every)
         self.track_margin = float(model_cfg.track_margin)
         self.keep_frame = keep_frame
-        self._video: str | None = None
+        self._segment: Any = None  # the run of consecutive sampled frames the tracking state belongs to
         self._since_scan = 0
         self._previous = EMPTY_BOXES
 
@@ -73,10 +74,12 @@ class FrameFaceFinder:
     def is_fer_default(self) -> bool:
         return self.detect_scale == 1.0 and self.track_every == 0
 
-    def __call__(self, frame_bgr: np.ndarray, video_id: str = "") -> FrameFaces:
+    def __call__(self, frame_bgr: np.ndarray, segment: Any = "") -> FrameFaces:
+        """`segment` names the run of consecutive sampled frames this one continues: the video id, or (video id,
+        chunk) when the loader workers split a video's frames; a new one always starts with a full scan."""
         gray = to_gray(frame_bgr, "bgr")
-        if video_id != self._video:  # a new video: its first sampled frame is always a full scan
-            self._video, self._since_scan, self._previous = video_id, 0, EMPTY_BOXES
+        if segment != self._segment:
+            self._segment, self._since_scan, self._previous = segment, 0, EMPTY_BOXES
         boxes, full = self._find(frame_bgr, gray)
         self._previous = boxes
         return FrameFaces(boxes, crop_faces(gray, boxes), full, frame_bgr if self.keep_frame else None)

@@ -96,7 +96,7 @@ class FaceEmotionModule(MethodModule):
         self.net.requires_grad_(False)
         # Runs in the DataLoader workers (handed to the datamodule in `setup`), or here for predict.py.
         self.finder = FrameFaceFinder(model, keep_frame=self.cfg.preview)
-        # video id -> (frame index, fer row) of its frames so far; filled in frame order (one worker per video).
+        # video id -> (frame index, fer row) of its frames so far; the loader hands each video's frames in order.
         self._rows: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
         now = time.monotonic()  # progress counts; `setup` fills in the job's totals
         self._progress: dict[str, Any] = {
