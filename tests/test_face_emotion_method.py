@@ -144,6 +144,8 @@ def test_ddp_writes_each_video_once_and_matches_one_process(videos: Path, tmp_pa
             "trainer.strategy=ddp",
             "trainer.devices=2",
             "trainer.accelerator=cpu",
+            # Each rank's workers split its videos' frames; the 1-process run above splits by video.
+            "data.worker_split=frames",
         ],
         cwd=REPO,
         capture_output=True,
