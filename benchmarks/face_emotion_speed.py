@@ -76,13 +76,18 @@ def model_rounds(net: MiniXception, faces: torch.Tensor, repeats: int) -> tuple[
 
 
 @torch.inference_mode()
-def batch_size_rounds(raw: MiniXception, folded: MiniXception, faces: torch.Tensor, repeats: int) -> list:
-    """Faces/s at 64 and 256 faces per call, unfolded in one forward (before) vs folded in chunks (now)."""
+def batch_size_rounds(
+    raw: MiniXception, folded: MiniXception, channels_last: MiniXception, faces: torch.Tensor, repeats: int
+) -> list:
+    """Faces/s at 64 and 256 faces per call: unfolded in one forward (before), folded in chunks, and that with
+    channels-last weights (what face_emotion runs)."""
     variants = {
         "64 faces, unfolded, one forward": (raw, 64, 10**6),
         "256 faces, unfolded, one forward": (raw, 256, 10**6),
         "64 faces, folded BN, chunks of 32": (folded, 64, 32),
         "256 faces, folded BN, chunks of 32": (folded, 256, 32),
+        "64 faces, folded, chunks, channels-last": (channels_last, 64, 32),
+        "256 faces, folded, chunks, channels-last": (channels_last, 256, 32),
     }
     seconds: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repeats):  # interleaved, so load drift hits every variant alike
@@ -92,7 +97,7 @@ def batch_size_rounds(raw: MiniXception, folded: MiniXception, faces: torch.Tens
             t0 = time.perf_counter()
             net(faces[:n])
             seconds[name].append((time.perf_counter() - t0) / n)
-    raw.chunk = folded.chunk = MiniXception.chunk
+    raw.chunk = folded.chunk = channels_last.chunk = MiniXception.chunk
     base = seconds["64 faces, unfolded, one forward"]
     return [
         (name, 1 / statistics.median(s), statistics.median(b / x for b, x in zip(base, s)))
@@ -187,10 +192,11 @@ def main() -> None:
         return
 
     raw = load_fer_model()
-    net = fold_batchnorm(raw)  # what face_emotion runs (model.fold_bn=true)
+    folded = fold_batchnorm(raw)
+    net = fold_batchnorm(raw).to(memory_format=torch.channels_last)  # what face_emotion runs
     one, batched = model_rounds(net, face_crops(args.faces), args.repeats)
     model_ratio = statistics.median(a / b for a, b in zip(one, batched))
-    batch_rows = batch_size_rounds(raw, net, face_crops(256), max(3, args.repeats // 3))
+    batch_rows = batch_size_rounds(raw, folded, net, face_crops(256), max(3, args.repeats // 3))
     if args.model_only:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
         print("emotion model by batch size (faces/s; ratio vs 64 faces, unfolded, one forward)")

@@ -59,6 +59,9 @@ def test_folded_batchnorm_and_chunks_give_the_same_probabilities(astronaut: np.n
         assert len(faces) > net.chunk  # forward() splits this batch
         assert torch.allclose(net(faces), reference, atol=1e-6, rtol=0)
         assert torch.allclose(folded(faces), reference, atol=1e-5, rtol=0)
+        # What the module runs: folded, with channels-last weights (a different oneDNN kernel, same numbers).
+        channels_last = fold_batchnorm(net).to(memory_format=torch.channels_last)
+        assert torch.allclose(channels_last(faces), reference, atol=1e-5, rtol=0)
     assert (reference[:40].argmax(1) == 3).float().mean() > 0.7  # the astronaut smiles: mostly happy
 
 
