@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 # Small enough for a CPU test, same code path as the demo: 2 train batches, 1 val/test batch.
 TINY = [
     "logger=none",
@@ -20,8 +21,7 @@ TINY = [
     "trainer.limit_val_batches=1",
     "trainer.limit_test_batches=1",
     "trainer.num_sanity_val_steps=0",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
+    *QUIET,
     "data.batch_size_per_device=16",
     "export.onnx=false",
 ]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from callbacks.curriculum import CurriculumCallback, CurriculumConfig, RampShape, curriculum_at
-from conftest import only_run_dir, train_cli
+from conftest import QUIET, only_run_dir, train_cli
 from lightning_modules.optics import Lens, pupil_samples, rms_spot, trace_fields
 from lightning_modules.optics.materials import WAVE_D
 from tenfold.checkpoint_io import load_weights_only
@@ -19,7 +19,6 @@ from tenfold.export import load_export
 
 SINGLET = "configs/demo/deeplens_singlet.yaml"
 COOKE = "configs/examples/deeplens_cooke.yaml"
-QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
 
 # ---- the curriculum schedule (digest 3.1)

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import train_cli
+from conftest import QUIET, train_cli
 from lightning_modules.deeplens.config import DeepLensExperimentConfig, LensSpec
 from lightning_modules.deeplens.design import (
     DesignState,
     Objective,
     meridional_fields,
+    refracting,
     ring_arm_fields,
     set_stop_for_aperture,
     solve_last_curvature,
@@ -28,7 +29,6 @@ from tenfold.config import to_plain
 
 COOKE_JSON = "lightning_modules/optics/prescriptions/cooke_triplet.json"
 COOKE_SPEC = LensSpec(foclen=50.0, fnum=5.0, hfov_deg=20.0, depth_mm=-math.inf, fields=[0.0, 0.7, 1.0])
-QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
 
 def _cooke() -> Lens:
@@ -161,8 +161,9 @@ def test_asphere_rates_scale_with_the_surface_radius_in_now_and_decay_by_order_t
     cfg = _cfg(config="configs/deeplens_now.yaml")
     module = LensDesignModule(to_plain(cfg))
     now = {g["name"]: g["lr"] for g in module.parameter_groups()}
-    assert max(s.r for s in module.lens.surfaces) > 2.0  # the rear surfaces' rates are orders of magnitude lower
-    for j, surface in enumerate(s for s in module.lens.surfaces if not s.is_stop):
+    surfaces = refracting(module.lens)
+    assert max(s.r for s in surfaces) > 2.0  # the rear surfaces' rates are orders of magnitude lower
+    for j, surface in enumerate(surfaces):
         for order in (4, 6, 14):
             assert now[f"a{order}_s{j}"] == pytest.approx(cfg.model.lr.a / max(surface.r, 1.0) ** order)
     today = LensDesignModule(to_plain(_cfg(config="configs/deeplens.yaml")))
@@ -182,21 +183,19 @@ def test_last_curvature_solve_gives_the_target_focal_length() -> None:
 
 
 def test_now_recipe_run_switches_stage_follows_its_schedule_and_holds_the_solved_efl(tmp_path: Path) -> None:
-    args = ["--config", "configs/deeplens_cooke_now.yaml", f"run.root={tmp_path}", "run.name=now", "logger=csv",
-            *QUIET, "run.test=false", "export.enabled=false", "data.steps_per_epoch=4",
-            "data.batch_size_per_device=32", "data.eval_batch_size_per_device=64", "model.recipe.rings=3",
-            "model.recipe.finetune_rings=4", "model.recipe.warmup_steps=2", "curriculum.ramp_steps=8",
-            "model.recipe.finetune_from_step=8", "model.shape_control_every=4", "trainer.max_steps=12",
-            "trainer.log_every_n_steps=1"]
-    assert train_cli(*args) == 0
+    overrides = [f"run.root={tmp_path}", "run.name=now", "logger=csv", *QUIET, "run.test=false",
+                 "export.enabled=false", "data.steps_per_epoch=4", "data.batch_size_per_device=32",
+                 "data.eval_batch_size_per_device=64", "model.recipe.rings=3", "model.recipe.finetune_rings=4",
+                 "model.recipe.warmup_steps=2", "curriculum.ramp_steps=8", "model.recipe.finetune_from_step=8",
+                 "model.shape_control_every=4", "trainer.max_steps=12", "trainer.log_every_n_steps=1"]
+    assert train_cli("--config", "configs/deeplens_cooke_now.yaml", *overrides) == 0
     with open(tmp_path / "deeplens" / "now" / "metrics.csv") as fh:
         table = list(csv.DictReader(fh))
     rows = [r for r in table if r.get("train/loss")]
     lr_of_step = {int(r["step"]): float(r["lr-Adam/c"]) for r in table if r.get("lr-Adam/c")}  # LR monitor rows
     assert [int(float(r["step"])) for r in rows] == list(range(12))
     assert [float(r["train/stage_finetune"]) for r in rows] == [0.0] * 8 + [1.0] * 4
-    schedule = StagedSchedule(_cfg("model.recipe.warmup_steps=2", "curriculum.ramp_steps=8",
-                                   "model.recipe.finetune_from_step=8"), max_steps=12)
+    schedule = StagedSchedule(_cfg(*overrides), max_steps=12)
     logged = [lr_of_step[s] for s in range(12)]
     assert logged == pytest.approx([1e-3 * schedule(s) for s in range(12)], rel=1e-6)
     assert logged[2] == pytest.approx(1e-3) and logged[8] == pytest.approx(0.5e-3)  # a restart, a fresh warm-up
@@ -209,11 +208,11 @@ def test_fine_tuning_stage_traces_more_fields_about_the_green_centroid_and_snaps
     ramp, finetune = module._objective(999), module._objective(1000)
     assert (len(ramp.fields), ramp.center, ramp.weight_from) == (1 + 5 * 4, "pinhole", "first")  # 6 rings x 4
     assert (len(finetune.fields), finetune.center, finetune.weight_from) == (1 + 7 * 4, "centroid", "green")
-    glasses = [s.mat2 for s in module.lens.surfaces if not s.is_stop and not s.mat2.is_air]
+    glasses = [s.mat2 for s in refracting(module.lens) if not s.mat2.is_air]
     assert all(g.n_d.requires_grad for g in glasses)  # relaxed (n_d, V_d) during the ramp
     with torch.no_grad():
         glasses[0].n_d += 0.004  # drifted a little off N-SK16 ...
     module._snap_glasses()
-    snapped = [s.mat2 for s in module.lens.surfaces if not s.is_stop and not s.mat2.is_air]
+    snapped = [s.mat2 for s in refracting(module.lens) if not s.mat2.is_air]
     assert [g.name for g in snapped] == ["N-SK16", "F2", "N-SK16"]  # ... and back on the catalogue
     assert not any(p.requires_grad for g in snapped for p in g.parameters())
